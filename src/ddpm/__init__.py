@@ -1,0 +1,13 @@
+"""ddpm: class-conditional denoising diffusion models (Ho et al. 2020) that train, sample and evaluate."""
+
+from .api import TrainedModel, load_run, resolve_class, tensor_to_pil, train_run
+from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import UserError
+from .network import UNet
+from .schedule import NoiseSchedule
+
+__all__ = [
+    "DataConfig", "DiffusionConfig", "ModelConfig", "NoiseSchedule", "RunConfig", "TrainConfig", "TrainedModel",
+    "UNet", "UserError", "load_run", "resolve_class", "tensor_to_pil", "train_run",
+]
+__version__ = "0.1.0"

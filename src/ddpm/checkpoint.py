@@ -1,0 +1,63 @@
+"""Checkpoints: tensors in safetensors (no pickle, no code runs on load) plus the run config as JSON.
+
+A run directory holds
+    config.json               the RunConfig (also embedded in the checkpoint's metadata)
+    checkpoint.safetensors    `model.*` (raw weights) and `ema.*` (EMA weights) tensors; metadata: config, step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .config import RunConfig
+from .errors import UserError
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def save_checkpoint(path: Path, config: RunConfig, model: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"config": config.to_json(), "step": str(step), "format": "ddpm"})
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a run directory or a checkpoint file; fail with one line when there is none."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise UserError(f"no checkpoint at {path}; pass a run directory made by `ddpm train` or its {CHECKPOINT_NAME}")
+    return p
+
+
+def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+    """Return (config, model weights, EMA weights, step) without executing anything from the file."""
+    p = resolve_checkpoint(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{p} is not a readable ddpm checkpoint ({e}); retrain or point to another run") from None
+    if meta.get("format") != "ddpm" or "config" not in meta:
+        raise UserError(f"{p} is a safetensors file but not a ddpm checkpoint; point to a run made by `ddpm train`")
+    try:
+        config = RunConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{p} has an unusable config ({e})") from None
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return config, model, ema, int(meta.get("step", 0))

@@ -1,0 +1,167 @@
+"""`ddpm` command line: parses arguments and calls the library, nothing else.
+User errors are printed as one line (`ddpm: error: ...`) with exit code 2; tracebacks are for bugs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import UserError
+
+DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (with a pointer to --help) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,2; got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import DiffusionConfig, ModelConfig, TrainConfig
+    from .data import BUILTIN
+    from .sampler import SAMPLERS, VARIANCES
+    from .schedule import SCHEDULES
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    m, d, t = ModelConfig(), DiffusionConfig(), TrainConfig()
+
+    p = sub.add_parser("train", help="train a model on a dataset", formatter_class=fmt)
+    p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
+    p.add_argument("--out", required=True, type=Path, help="run directory (created)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule")
+    p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
+    p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the eps-MSE per step")
+    p.add_argument("--cond-drop", type=probability, default=d.cond_drop_prob, help="probability of dropping the class (for guidance)")
+    p.add_argument("--image-size", type=positive_int, default=m.image_size, help="training resolution (px)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=m.channels, help="1 grayscale, 3 RGB")
+    p.add_argument("--base-channels", type=positive_int, default=m.base_channels, help="UNet width at full resolution")
+    p.add_argument("--channel-mults", type=int_list, default=m.channel_mults, help="width multiplier per resolution level")
+    p.add_argument("--num-res-blocks", type=positive_int, default=m.num_res_blocks, help="residual blocks per level")
+    p.add_argument("--attention-resolutions", type=int_list, default=m.attention_resolutions, help="feature-map sizes with self-attention")
+    p.add_argument("--dropout", type=probability, default=m.dropout, help="dropout in residual blocks")
+    p.add_argument("--steps", type=positive_int, default=t.steps, help="optimiser steps")
+    p.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="images per step")
+    p.add_argument("--lr", type=positive_float, default=t.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=non_negative_int, default=t.warmup_steps, help="linear LR warm-up steps")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=t.lr_schedule, help="LR after warm-up")
+    p.add_argument("--ema-decay", type=probability, default=t.ema_decay, help="EMA decay of the weights")
+    p.add_argument("--grad-clip", type=float, default=t.grad_clip, help="max gradient norm (0: off)")
+    p.add_argument("--no-hflip", action="store_true", help="do not mirror training images at random")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=t.precision, help="auto: bf16 where the hardware has it")
+    p.add_argument("--seed", type=int, default=t.seed, help="seed of weights, batches, steps and noise")
+    p.add_argument("--log-every", type=positive_int, default=t.log_every, help="steps between logged metrics")
+    p.add_argument("--sample-every", type=non_negative_int, default=t.sample_every, help="steps between TensorBoard sample grids (0: never)")
+    p.add_argument("--save-every", type=non_negative_int, default=t.save_every, help="steps between checkpoints (0: only at the end)")
+    _add_common(p)
+
+    p = sub.add_parser("sample", help="draw images of given classes from a trained run", formatter_class=fmt)
+    p.add_argument("prompt", nargs="*", help="class names or indices, one grid row each (default: every class)")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    p.add_argument("-n", type=positive_int, default=8, help="images per class")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddpm: ancestral; ddim: few-step")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: T for ddpm, 50 for ddim)")
+    p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--variance", choices=VARIANCES, default="beta_tilde", help="ancestral DDPM step variance")
+    p.add_argument("--seed", type=int, default=0, help="image i depends only on (seed, i)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per network call")
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG, one row per class")
+    p.add_argument("--scale", type=positive_int, default=2, help="nearest-neighbour upscaling of the grid")
+    _add_common(p)
+
+    p = sub.add_parser("noise", help="animate an image destroyed step by step under each schedule", formatter_class=fmt)
+    p.add_argument("--image", type=Path, default=None, help="an image file (default: a zebra of the built-in dataset)")
+    p.add_argument("--schedules", default="linear,cosine", help=f"comma-separated, from {', '.join(SCHEDULES)}")
+    p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
+    p.add_argument("--image-size", type=positive_int, default=64, help="resize the image to this size")
+    p.add_argument("--frames", type=positive_int, default=40, help="frames in the animation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.add_argument("--out", type=Path, default=Path("noising.gif"), help="GIF path; a strip PNG and an alpha-bar plot go beside it")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="train on the built-in dataset, then draw a grid and the noising animation", formatter_class=fmt)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the demo's training steps")
+    _add_common(p)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+
+    try:
+        getattr(commands, f"cmd_{args.command}")(args)
+    except UserError as e:
+        sys.stderr.write(f"ddpm {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

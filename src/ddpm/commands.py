@@ -1,0 +1,98 @@
+"""One function per subcommand: turn parsed arguments into library calls and print where results went."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(
+            image_size=args.image_size, channels=args.channels, base_channels=args.base_channels,
+            channel_mults=tuple(args.channel_mults), num_res_blocks=args.num_res_blocks,
+            attention_resolutions=tuple(args.attention_resolutions), dropout=args.dropout,
+        ),
+        diffusion=DiffusionConfig(
+            schedule=args.schedule, num_steps=args.timesteps, loss_weighting=args.loss_weighting,
+            cond_drop_prob=args.cond_drop,
+        ),
+        train=TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+            lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
+            hflip=not args.no_hflip, precision=args.precision, log_every=args.log_every,
+            sample_every=args.sample_every, save_every=args.save_every,
+        ),
+        data=DataConfig(source=args.data),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .api import train_run
+
+    config = config_from_args(args)
+    train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet)
+    print(f"run directory: {args.out}")
+    print(f"sample from it: ddpm sample --checkpoint {args.out} {config.data.class_names[0]} -n 8")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from .api import load_run
+    from .visual import make_grid
+
+    run = load_run(args.checkpoint, device=resolve_device(args.device))
+    ids = run.class_ids(args.prompt or None)
+    with tqdm(total=len(ids) * args.n, desc="sample", unit="img", disable=args.quiet) as bar:
+        x = run.sample(ids, args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                       eta=args.eta, variance=args.variance, batch_size=args.batch_size, progress=bar.update)
+    from .data import to_uint8
+
+    grid = make_grid(to_uint8(x), nrow=args.n, labels=[run.class_names[i] for i in ids], scale=args.scale)
+    _parent(args.out)
+    grid.save(args.out)
+    print(f"grid: {args.out}")
+
+
+def cmd_noise(args: argparse.Namespace) -> None:
+    from .noising import noising_command
+
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    _parent(args.out)
+    paths = noising_command(args.image, schedules, args.timesteps, args.image_size, args.frames, args.seed, args.out)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    paths = run_demo(args.out, device=resolve_device(args.device), steps=args.steps, progress=not args.quiet)
+    print("\nresults:")
+    for kind, path in paths.items():
+        print(f"  {kind:<16} {path}")
+
+
+def _parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None

@@ -1,0 +1,51 @@
+"""`ddpm demo`: the main job on the built-in dataset, sized for a 2-core CPU in about 10 minutes.
+
+Choices (measured on a 2-core AMD EPYC with AVX512-BF16; see docs/demo.md):
+  * 28x28, 1 channel: the silhouettes' native size, so no pixel is invented and a step costs 23% less than at 32.
+  * a small UNet (channels 32-64-64... see DEMO_MODEL) trained in bf16 autocast, about twice the fp32 speed here.
+  * min-SNR weighting, a high peak LR with cosine decay, and a short EMA: fast convergence for a short run.
+  * sampling: DDIM, 50 steps, guidance 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from .data import BUILTIN, to_uint8
+
+DEMO_MODEL = ModelConfig(
+    image_size=28, channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+    attention_resolutions=(7,), num_heads=4,
+)
+DEMO_DIFFUSION = DiffusionConfig(schedule="cosine", num_steps=1000, loss_weighting="min-snr", cond_drop_prob=0.1)
+DEMO_TRAIN = TrainConfig(
+    steps=1500, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
+    sample_every=0, save_every=0,
+)
+PER_CLASS = 8
+
+
+def demo_config(steps: int | None = None) -> RunConfig:
+    train = TrainConfig(**{**DEMO_TRAIN.__dict__, **({"steps": steps} if steps else {})})
+    return RunConfig(model=ModelConfig(**DEMO_MODEL.__dict__), diffusion=DiffusionConfig(**DEMO_DIFFUSION.__dict__),
+                     train=train, data=DataConfig(source=BUILTIN))
+
+
+def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Train, draw a grid with one row per class, animate the noising; return the paths of what was written."""
+    from .api import train_run
+    from .noising import noising_command
+    from .visual import make_grid, plot_training_curve
+
+    run = train_run(demo_config(steps), out, device=device, progress=progress)
+    x = run.sample(None, PER_CLASS, sampler="ddim", steps=50, guidance=3.0, seed=0)
+    grid = out / "samples.png"
+    make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
+    paths = {"samples grid": grid}
+    paths.update(noising_command(None, ["linear", "cosine"], 1000, 64, 40, 0, out / "noising.gif"))
+    paths["training curve"] = plot_training_curve(out / "metrics.jsonl", out / "training_curve.png")
+    paths["run directory"] = out
+    return paths

@@ -1,0 +1,167 @@
+"""The conditional UNet backbone: eps_theta(x_t, t, c).
+
+Layout (Ho et al. 2020 appendix B, with improved-DDPM's scale-shift norm):
+    in conv -> [ResBlock x num_res_blocks (+ attention) , Downsample] per level
+            -> middle ResBlock, attention, ResBlock
+            -> [ResBlock x (num_res_blocks + 1) on concatenated skips (+ attention), Upsample] per level
+            -> GroupNorm, SiLU, out conv (zero-initialised)
+Conditioning: emb = MLP(sinusoid(t)) + class_embedding(c), fed to every ResBlock as (scale, shift).
+Class id `num_classes` is the learned null condition used for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017) of integer steps t: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    groups = math.gcd(32, channels)
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """h = conv(SiLU(GN(x))); h = GN(h) * (1 + scale) + shift; out = skip(x) + conv(dropout(SiLU(h)))."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W positions, residual: x + proj(softmax(q k^T / sqrt(d)) v)."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"{channels} channels do not split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, heads, HW, d) each
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+        return x + self.proj(out)
+
+
+class Level(nn.Module):
+    """ResBlocks at one resolution, each optionally followed by attention."""
+
+    def __init__(self, chans: list[tuple[int, int]], emb_dim: int, dropout: float, attn: bool, heads: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(i, o, emb_dim, dropout) for i, o in chans)
+        self.attns = nn.ModuleList(Attention(o, heads) if attn else nn.Identity() for _, o in chans)
+
+
+class UNet(nn.Module):
+    """eps_theta: (x_t (B, C, H, W), t (B,) int, c (B,) int in [0, num_classes]) -> eps (B, C, H, W)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        ch = config.base_channels
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
+        self.null_class = config.num_classes
+        self.in_conv = nn.Conv2d(config.channels, ch, 3, padding=1)
+
+        widths = [ch * m for m in config.channel_mults]
+        n_levels = len(widths)
+        res = config.image_size
+        skips = [ch]
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        cur = ch
+        for i, w in enumerate(widths):
+            chans = []
+            for _ in range(config.num_res_blocks):
+                chans.append((cur, w))
+                cur = w
+                skips.append(cur)
+            self.down.append(Level(chans, emb_dim, config.dropout, res in config.attention_resolutions, config.num_heads))
+            if i < n_levels - 1:
+                self.downsample.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+                skips.append(cur)
+                res //= 2
+
+        self.mid1 = ResBlock(cur, cur, emb_dim, config.dropout)
+        self.mid_attn = Attention(cur, config.num_heads)
+        self.mid2 = ResBlock(cur, cur, emb_dim, config.dropout)
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, w in reversed(list(enumerate(widths))):
+            chans = []
+            for _ in range(config.num_res_blocks + 1):
+                chans.append((cur + skips.pop(), w))
+                cur = w
+            self.up.append(Level(chans, emb_dim, config.dropout, res in config.attention_resolutions, config.num_heads))
+            if i > 0:
+                self.upsample.append(nn.Conv2d(cur, cur, 3, padding=1))
+                res *= 2
+
+        self.out_norm = group_norm(cur)
+        self.out_conv = zero_init(nn.Conv2d(cur, config.channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels)) + self.class_emb(c)  # (B, 4ch)
+        h = self.in_conv(x)
+        hs = [h]
+        for i, level in enumerate(self.down):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for i, level in enumerate(self.up):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            if i < len(self.upsample):
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

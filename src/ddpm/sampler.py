@@ -1,0 +1,161 @@
+"""Reverse-process samplers. Each is a step rule x_t -> x_{t_prev} given explicit (t, t_prev) and the model's eps;
+no step rule calls the network. One loop (`sample`) drives any rule over a list of (t, t_prev) pairs.
+
+t_prev = -1 denotes the clean sample (alpha_bar_{-1} = 1). For a pair (t, s) with s < t, define
+    alpha_bar_t, alpha_bar_s,   beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s   (the noise added from s to t)
+which reduce to beta_t when s = t - 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .diffusion import EpsModel
+from .guidance import guided_eps
+from .schedule import NoiseSchedule
+
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of image `index` in a run with seed `seed`: independent streams via numpy's SeedSequence."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+class PerSampleNoise:
+    """One generator per image, so image i's noise depends on (seed, i) only, never on the batch it sits in."""
+
+    def __init__(self, seed: int, indices: Sequence[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in indices]
+
+    def randn(self, shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, *shape) standard normal; drawn on CPU for bitwise reproducibility across devices."""
+        return torch.stack([torch.randn(tuple(shape), generator=g) for g in self.generators]).to(device)
+
+
+def timestep_pairs(num_train_steps: int, num_steps: int) -> list[tuple[int, int]]:
+    """`num_steps` evenly spaced steps ending at the last training step ("trailing" spacing, Lin et al. 2024):
+    t_k = floor(T (N - k) / N) - 1 for k = 0..N-1, paired with the next one and finally -1.
+    N = T gives every step T-1, ..., 0."""
+    if not 1 <= num_steps <= num_train_steps:
+        raise ValueError(f"steps must be between 1 and {num_train_steps}, got {num_steps}")
+    ts = [num_train_steps * (num_steps - k) // num_steps - 1 for k in range(num_steps)]
+    return list(zip(ts, ts[1:] + [-1]))
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, ab_t: float) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)   (DDPM eq. 15 solved for x_0)."""
+    return (x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+
+
+def _x0_and_eps(x_t: torch.Tensor, eps: torch.Tensor, ab_t: float, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    x0 = predict_x0(x_t, eps, ab_t)
+    if clip:  # keep x0_hat in the data range; eps re-derived so both stay consistent with x_t
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+    return x0, eps
+
+
+def ddpm_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    noise: torch.Tensor | None,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat) (DDPM eqs. 6-7, generalised to strides).
+
+    mean = sqrt(ab_s) beta_{t|s} / (1 - ab_t) x0_hat + sqrt(ab_t / ab_s) (1 - ab_s) / (1 - ab_t) x_t
+    var  = beta_tilde = beta_{t|s} (1 - ab_s) / (1 - ab_t)   or   beta_{t|s}   (the two choices of DDPM sec. 3.2)
+    No noise is added on the final step (t_prev = -1). Returns (x_{t_prev}, x0_hat)."""
+    ab_t = float(schedule.alpha_bar[t])
+    ab_s = float(schedule.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+    beta_ts = 1 - ab_t / ab_s
+    x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
+    mean = (math.sqrt(ab_s) * beta_ts / (1 - ab_t)) * x0 + (math.sqrt(ab_t / ab_s) * (1 - ab_s) / (1 - ab_t)) * x_t
+    if t_prev < 0:
+        return mean, x0
+    if variance == "beta_tilde":
+        var = beta_ts * (1 - ab_s) / (1 - ab_t)
+    elif variance == "beta":
+        var = beta_ts
+    else:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    assert noise is not None, "an ancestral step needs noise"
+    return mean + math.sqrt(var) * noise, x0
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    noise: torch.Tensor | None,
+    eta: float = 0.0,
+    clip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM step (Song et al. 2021, eq. 12):
+    x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma z,
+    sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s).  eta = 0: deterministic; eta = 1: DDPM-like."""
+    ab_t = float(schedule.alpha_bar[t])
+    ab_s = float(schedule.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+    x0, eps = _x0_and_eps(x_t, eps, ab_t, clip)
+    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_s)
+    x_s = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        assert noise is not None, "a stochastic DDIM step (eta > 0) needs noise"
+        x_s = x_s + sigma * noise
+    return x_s, x0
+
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+@torch.no_grad()
+def sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    cond: torch.Tensor,
+    shape: Sequence[int],
+    noise: PerSampleNoise,
+    *,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    guidance: float = 1.0,
+    null_id: int,
+    eta: float = 0.0,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+    device: torch.device | str = "cpu",
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1].
+
+    sampler: `ddpm` (ancestral; steps defaults to T) or `ddim` (steps defaults to 50). callback(t, x_t, x0_hat)
+    after each step, for progress and trajectories."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    steps = steps or (schedule.num_steps if sampler == "ddpm" else 50)
+    cond = cond.to(device)
+    x = noise.randn(shape, device)  # x_T ~ N(0, I)
+    for t, t_prev in timestep_pairs(schedule.num_steps, steps):
+        tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+        eps = guided_eps(model, x, tt, cond, null_id, guidance).float()
+        needs_noise = t_prev >= 0 and (sampler == "ddpm" or eta > 0)
+        z = noise.randn(shape, device) if needs_noise else None
+        if sampler == "ddpm":
+            x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=variance, clip=clip)
+        else:
+            x, x0 = ddim_step(schedule, x, eps, t, t_prev, z, eta=eta, clip=clip)
+        if callback is not None:
+            callback(t, x, x0)
+    return x.clamp(-1, 1)

@@ -1,0 +1,118 @@
+"""Every subcommand's smoke run and its bad-input errors: one line, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ddpm.api import train_run
+from ddpm.cli import main
+
+from helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    train_run(tiny_config(steps=3), out, progress=False)
+    return out
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ddpm", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_shows_defaults(capsys):
+    for command in ("train", "sample", "noise", "demo"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: linear)" in out and "(default: 3.0)" in out
+
+
+def test_train_smoke(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["train", "--out", str(out), "--image-size", "16", "--base-channels", "8", "--channel-mults", "1,2",
+                 "--num-res-blocks", "1", "--attention-resolutions", "8", "--timesteps", "50", "--steps", "2",
+                 "--batch-size", "4", "--quiet", "--precision", "fp32"])
+    assert code == 0
+    assert (out / "checkpoint.safetensors").is_file() and (out / "config.json").is_file()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_sample_smoke_with_names_and_indices(run_dir, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["sample", "--checkpoint", str(run_dir), "zebra", "0", "-n", "3", "--steps", "4", "--out", str(out),
+                 "--quiet", "--scale", "1"])
+    assert code == 0
+    with Image.open(out) as im:
+        assert im.height == 2 * 16 + 3 * 2  # two rows of 16 px images with 2 px padding
+    assert str(out) in capsys.readouterr().out
+
+
+def test_sample_ddpm_sampler(run_dir, tmp_path):
+    assert main(["sample", "--checkpoint", str(run_dir), "cat", "-n", "1", "--sampler", "ddpm", "--out",
+                 str(tmp_path / "g.png"), "--quiet"]) == 0
+
+
+def test_noise_smoke(tmp_path, capsys):
+    out = tmp_path / "noising.gif"
+    assert main(["noise", "--out", str(out), "--frames", "4", "--image-size", "32"]) == 0
+    assert out.is_file() and (tmp_path / "noising_strip.png").is_file() and (tmp_path / "noising_alpha_bar.png").is_file()
+    user_image = tmp_path / "me.png"
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(user_image)
+    assert main(["noise", "--image", str(user_image), "--out", str(tmp_path / "b.gif"), "--frames", "3"]) == 0
+
+
+def test_unknown_class_lists_known_classes(run_dir, capsys):
+    code = main(["sample", "--checkpoint", str(run_dir), "unicorn", "--out", "/tmp/x.png", "--quiet"])
+    assert_user_error(code, capsys.readouterr().err, "unknown class 'unicorn'", "zebra", "bear")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["sample", "--checkpoint", "/nonexistent/run", "cat"], "no checkpoint at"),
+    (["train", "--data", "/nonexistent/data", "--out", "OUT"], "does not exist"),
+    (["train", "--image-size", "30", "--out", "OUT"], "multiple of 4"),
+    (["noise", "--schedules", "linear,quadratic", "--out", "OUT/n.gif"], "unknown schedule"),
+    (["noise", "--image", "/nonexistent.png", "--out", "OUT/n.gif"], "does not exist"),
+])
+def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
+    argv = [a.replace("OUT", str(tmp_path / "o")) for a in argv]
+    assert_user_error(main(argv), capsys.readouterr().err, needle)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--out", "x", "--steps", "0"], "positive integer"),
+    (["train", "--out", "x", "--schedule", "quadratic"], "invalid choice"),
+    (["train", "--out", "x", "--cond-drop", "1.5"], "[0, 1]"),
+    (["sample", "cat"], "--checkpoint"),
+    (["sample", "--checkpoint", "x", "-n", "-3"], "positive integer"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_flags_are_one_line_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert_user_error(e.value.code, capsys.readouterr().err, needle)
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    bad = tmp_path / "checkpoint.safetensors"
+    bad.write_bytes(b"\x80\x04 this is a pickle, not a checkpoint")
+    result = run_cli("sample", "--checkpoint", str(tmp_path), "cat", "--out", str(tmp_path / "g.png"))
+    assert_user_error(result.returncode, result.stderr, "not a readable ddpm checkpoint")
+
+
+def test_python_m_entry_point_reports_bad_flag():
+    result = run_cli("train", "--out", "x", "--batch-size", "zero")
+    assert_user_error(result.returncode, result.stderr, "--batch-size")
