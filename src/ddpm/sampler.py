@@ -24,7 +24,7 @@ VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
 
 def sample_seed(seed: int, index: int) -> int:
     """Seed of image `index` in a run with seed `seed`: independent streams via numpy's SeedSequence."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
 
 
 class PerSampleNoise:
@@ -140,11 +140,12 @@ def sample(
 ) -> torch.Tensor:
     """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1].
 
-    sampler: `ddpm` (ancestral; steps defaults to T) or `ddim` (steps defaults to 50). callback(t, x_t, x0_hat)
+    sampler: `ddpm` (ancestral; steps defaults to T) or `ddim` (steps defaults to min(50, T)). callback(t, x_t, x0_hat)
     after each step, for progress and trajectories."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    steps = steps or (schedule.num_steps if sampler == "ddpm" else 50)
+    if steps is None:
+        steps = schedule.num_steps if sampler == "ddpm" else min(50, schedule.num_steps)
     cond = cond.to(device)
     x = noise.randn(shape, device)  # x_T ~ N(0, I)
     for t, t_prev in timestep_pairs(schedule.num_steps, steps):

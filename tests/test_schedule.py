@@ -1,0 +1,205 @@
+"""NoiseSchedule against diffusers' DDPMScheduler and against closed forms recomputed here with plain Python/numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.schedule import NoiseSchedule
+
+diffusers = pytest.importorskip("diffusers")
+
+DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+NAMES = ("linear", "cosine")
+STEPS = (1000, 37)
+
+
+def _cosine_f(u: float, s: float = 0.008) -> float:
+    return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+
+def _cosine_betas_reference(T: int) -> np.ndarray:
+    """Nichol & Dhariwal 2021: beta_t = min(1 - abar((t+1)/T) / abar(t/T), 0.999), computed with a plain loop."""
+    return np.array([min(1.0 - _cosine_f((t + 1) / T) / _cosine_f(t / T), 0.999) for t in range(T)])
+
+
+def _linear_betas_reference(T: int) -> np.ndarray:
+    return np.array([1e-4 + (0.02 - 1e-4) * t / (T - 1) for t in range(T)])
+
+
+def _cumprod_loop(betas: np.ndarray) -> np.ndarray:
+    out, acc = [], 1.0
+    for b in betas:
+        acc *= 1.0 - b
+        out.append(acc)
+    return np.array(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# diffusers (float32 storage: compare in float64 with an absolute tolerance of 1e-6)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_betas_and_alpha_bar_match_diffusers(name: str, T: int) -> None:
+    ours = NoiseSchedule.create(name, T)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name])
+    assert ours.betas.shape == ref.betas.shape == (T,)
+    torch.testing.assert_close(ours.betas, ref.betas.double(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.alphas, ref.alphas.double(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.alpha_bar, ref.alphas_cumprod.double(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_posterior_variance_matches_diffusers_fixed_small(name: str, T: int) -> None:
+    ours = NoiseSchedule.create(name, T)
+    ref = diffusers.DDPMScheduler(
+        num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name], variance_type="fixed_small"
+    )
+    ref_var = torch.stack([ref._get_variance(t) for t in range(T)]).double()  # clamped at 1e-20 for t = 0
+    torch.testing.assert_close(ours.posterior_variance, ref_var, rtol=1e-4, atol=1e-6)
+    large = torch.stack([ref._get_variance(t, variance_type="fixed_large") for t in range(T)]).double()
+    torch.testing.assert_close(ours.betas, large, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# closed forms
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T", STEPS)
+def test_linear_closed_form_and_endpoints(T: int) -> None:
+    sched = NoiseSchedule.create("linear", T)
+    betas = sched.betas.numpy()
+    np.testing.assert_allclose(betas, _linear_betas_reference(T), rtol=0, atol=1e-15)
+    assert betas[0] == pytest.approx(1e-4, abs=1e-15)
+    assert betas[-1] == pytest.approx(0.02, abs=1e-15)
+    np.testing.assert_allclose(sched.alpha_bar.numpy(), _cumprod_loop(_linear_betas_reference(T)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("T", STEPS)
+def test_cosine_closed_form(T: int) -> None:
+    sched = NoiseSchedule.create("cosine", T)
+    np.testing.assert_allclose(sched.betas.numpy(), _cosine_betas_reference(T), rtol=1e-12, atol=1e-15)
+    # Away from the capped last step, alpha_bar_t (paper step t+1) is f((t+1)/T) / f(0) in closed form.
+    closed = np.array([_cosine_f((t + 1) / T) / _cosine_f(0.0) for t in range(T - 1)])
+    np.testing.assert_allclose(sched.alpha_bar.numpy()[:-1], closed, rtol=1e-10, atol=0)
+
+
+def test_cosine_cap_binds_only_at_last_step_for_T1000() -> None:
+    T = 1000
+    sched = NoiseSchedule.create("cosine", T)
+    raw_last = 1.0 - _cosine_f(T / T) / _cosine_f((T - 1) / T)
+    assert raw_last > 0.999  # f(1) = 0, so the uncapped beta would be 1
+    assert sched.betas[-1].item() == pytest.approx(0.999, abs=1e-15)
+    assert (sched.betas[:-1] < 0.999).all()
+    assert sched.alpha_bar[-1].item() == pytest.approx(sched.alpha_bar[-2].item() * (1 - 0.999), rel=1e-12)
+    assert sched.alpha_bar[-1].item() > 0  # the cap keeps alpha_bar (and thus sqrt(alpha_bar)) strictly positive
+
+
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_posterior_matches_gaussian_conditioning(name: str, T: int) -> None:
+    """mu_tilde and beta_tilde from Bayes' rule for scalar Gaussians, via the joint of (x_{t-1}, x_t) given x_0:
+
+    x_{t-1} | x_0 ~ N(sqrt(ab_{t-1}) x_0, 1 - ab_{t-1}),  x_t | x_{t-1} ~ N(sqrt(alpha_t) x_{t-1}, beta_t)
+    => E[x_{t-1} | x_t, x_0] = m1 + C12 / C22 (x_t - m2),  Var = C11 - C12^2 / C22.
+    """
+    sched = NoiseSchedule.create(name, T)
+    betas = _linear_betas_reference(T) if name == "linear" else _cosine_betas_reference(T)
+    abar = _cumprod_loop(betas)
+    rng = np.random.default_rng(0)
+    coef_x0 = sched.posterior_mean_coef_x0.numpy()
+    coef_xt = sched.posterior_mean_coef_xt.numpy()
+    var = sched.posterior_variance.numpy()
+    for t in range(T):
+        ab_prev = abar[t - 1] if t > 0 else 1.0
+        a_t, b_t = 1.0 - betas[t], betas[t]
+        x0, xt = rng.normal(size=2)
+        m1 = math.sqrt(ab_prev) * x0
+        m2 = math.sqrt(a_t) * m1
+        c11 = 1.0 - ab_prev
+        c12 = math.sqrt(a_t) * c11
+        c22 = a_t * c11 + b_t
+        mean = m1 + c12 / c22 * (xt - m2)
+        cond_var = c11 - c12**2 / c22
+        assert coef_x0[t] * x0 + coef_xt[t] * xt == pytest.approx(mean, rel=1e-9, abs=1e-12), t
+        assert var[t] == pytest.approx(cond_var, rel=1e-9, abs=1e-15), t
+    # at t = 0 the posterior is a point mass at x_0
+    assert coef_x0[0] == pytest.approx(1.0, abs=1e-12)
+    assert coef_xt[0] == pytest.approx(0.0, abs=1e-12)
+    assert var[0] == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_snr_closed_form(name: str) -> None:
+    sched = NoiseSchedule.create(name, 100)
+    betas = _linear_betas_reference(100) if name == "linear" else _cosine_betas_reference(100)
+    abar = _cumprod_loop(betas)
+    np.testing.assert_allclose(sched.snr.numpy(), abar / (1 - abar), rtol=1e-9)
+    np.testing.assert_allclose(sched.sqrt_alpha_bar.numpy(), np.sqrt(abar), rtol=1e-12)
+    np.testing.assert_allclose(sched.sqrt_one_minus_alpha_bar.numpy(), np.sqrt(1 - abar), rtol=1e-9)
+    np.testing.assert_allclose(sched.alpha_bar_prev.numpy(), np.concatenate([[1.0], abar[:-1]]), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# structure
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_alpha_bar_at(name: str) -> None:
+    sched = NoiseSchedule.create(name, 50)
+    assert sched.alpha_bar_at(torch.tensor(-1)).item() == 1.0
+    t = torch.tensor([[-1, 0], [7, 49]])
+    got = sched.alpha_bar_at(t)
+    assert got.shape == (2, 2)
+    ab = sched.alpha_bar
+    expected = torch.tensor([[1.0, ab[0].item()], [ab[7].item(), ab[49].item()]], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_everything_is_float64_with_shape_T(name: str) -> None:
+    T = 20
+    sched = NoiseSchedule.create(name, T)
+    assert sched.num_steps == T
+    for attr in (
+        "betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "snr",
+        "posterior_variance", "posterior_mean_coef_x0", "posterior_mean_coef_xt",
+    ):
+        value = getattr(sched, attr)
+        assert value.dtype == torch.float64, attr
+        assert value.shape == (T,), attr
+    assert sched.alpha_bar_at(torch.tensor([-1, 3])).dtype == torch.float64
+
+
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_alpha_bar_strictly_decreasing_in_unit_interval(name: str, T: int) -> None:
+    ab = NoiseSchedule.create(name, T).alpha_bar
+    assert (ab[1:] < ab[:-1]).all()
+    assert (ab > 0).all() and (ab < 1).all()
+    betas = NoiseSchedule.create(name, T).betas
+    assert (betas > 0).all() and (betas < 1).all()
+
+
+def test_unknown_schedule_raises() -> None:
+    with pytest.raises(ValueError, match="unknown schedule"):
+        NoiseSchedule.create("quadratic", 100)
+
+
+@pytest.mark.parametrize("T", [1, 0, -5])
+def test_too_few_steps_raises(T: int) -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        NoiseSchedule.create("linear", T)
+
+
+def test_two_steps_is_allowed() -> None:
+    sched = NoiseSchedule.create("linear", 2)
+    np.testing.assert_allclose(sched.betas.numpy(), [1e-4, 0.02], rtol=0, atol=1e-15)
