@@ -76,7 +76,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, heads, HW, d) each
+        q, k, v = qkv.transpose(-1, -2).contiguous().unbind(1)  # (B, heads, HW, d) each; contiguous for the fused CPU kernel
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
         return x + self.proj(out)
