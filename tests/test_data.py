@@ -13,6 +13,11 @@ from ddpm.data import (
 from ddpm.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_builtin_split_is_fixed_and_disjoint():
     xtr, ytr = load_animal_shapes("train")
     xte, yte = load_animal_shapes("test")

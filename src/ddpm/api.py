@@ -26,8 +26,8 @@ from .schedule import NoiseSchedule
 ClassSpec = str | int
 
 
-def resolve_class(spec: ClassSpec, class_names: Sequence[str]) -> int:
-    """A class name (case-insensitive) or index -> class id; unknown names give a one-line UserError."""
+def resolve_class(spec: ClassSpec, class_names: Sequence[str], aliases: dict[str, list[str]] | None = None) -> int:
+    """A class name or alias (case-insensitive) or index -> class id; unknown names give a one-line UserError."""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().lstrip("-").isdigit()):
         i = int(spec)
         if 0 <= i < len(class_names):
@@ -37,6 +37,9 @@ def resolve_class(spec: ClassSpec, class_names: Sequence[str]) -> int:
     key = spec.strip().lower()
     if key in lowered:
         return lowered.index(key)
+    for name, others in (aliases or {}).items():  # e.g. "cane" -> "dog"
+        if key in (o.lower() for o in others) and name.lower() in lowered:
+            return lowered.index(name.lower())
     raise UserError(f"unknown class {spec!r}; known classes: {', '.join(class_names)}")
 
 
@@ -60,7 +63,7 @@ class TrainedModel:
             return list(range(len(self.class_names)))
         if isinstance(classes, (str, int)):
             classes = [classes]
-        return [resolve_class(c, self.class_names) for c in classes]
+        return [resolve_class(c, self.class_names, self.config.data.aliases) for c in classes]
 
     def sample(
         self,
@@ -122,9 +125,11 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool
     return TrainedModel(config, model, schedule, step, device)
 
 
-def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True) -> TrainedModel:
+def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True,
+              cache_dir: str | Path | None = None) -> TrainedModel:
     """Load the dataset named in config.data.source, record its classes in the config, train, and return the
-    trained model (EMA weights). Refuses to overwrite a run directory that already holds a checkpoint."""
+    trained model (EMA weights). Refuses to overwrite a run directory that already holds a checkpoint.
+    `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm)."""
     from .checkpoint import CHECKPOINT_NAME
     from .data import load_dataset
     from .training import train
@@ -138,8 +143,10 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
         config.model.validate()
     except ValueError as e:
         raise UserError(str(e)) from None
-    data = load_dataset(config.data.source, config.model.image_size, config.model.channels, "train")
+    data = load_dataset(config.data.source, config.model.image_size, config.model.channels, "train",
+                        options=config.data, cache_dir=cache_dir, progress=progress)
     config.data.class_names = list(data.class_names)
+    config.data.aliases = dict(data.aliases)
     config.model.num_classes = len(data.class_names)
     device = torch.device(device)
     state = train(config, data, out, device=device, progress=progress)

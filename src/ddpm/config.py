@@ -62,6 +62,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     hflip: bool = True
+    balance: bool = False  # sample every class equally often (batches.BalancedBatchStream)
     precision: str = "auto"  # auto | fp32 | bf16
     log_every: int = 50
     sample_every: int = 500  # TensorBoard sample grid every N steps (0: never)
@@ -72,6 +73,10 @@ class TrainConfig:
 class DataConfig:
     source: str = "builtin:animal-shapes"
     class_names: list[str] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # other names of a class, e.g. {"dog": ["cane"]}
+    crop: str = "center"  # center | random (folders; see transforms.py)
+    background: str = "white"  # what transparent pixels are composited on: white | black | gray | #rrggbb
+    min_size: int = 16  # px; images with a shorter side are skipped
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Datasets as uint8 tensors in memory, and a seeded, resumable batch stream.
+"""Datasets as uint8 images with class labels, and the per-batch transform of the training loop.
 
 Sources:
   builtin:animal-shapes  PyPI `animal-shape-mnist`: 10,000 grayscale 28x28 silhouettes, 10 classes x 1,000,
@@ -6,7 +6,10 @@ Sources:
                          zebra; checked by eye). The files hold 284 exact duplicates (all within one class); only
                          the first copy is kept, leaving 9,716. Split: within each class, in file order, the last
                          100 images are `test` (1,000) and the rest `train` (8,716), so no test image is in train.
-  PATH                   a folder with one subfolder of images per class (subfolder name = class name, sorted).
+                         Held in RAM (8.7k x 28 x 28 bytes).
+  PATH                   a folder with one subfolder of images per class, Animals-10 names translated, optional
+                         metadata.jsonl captions (imagefolder.py); decoded once into a memory-mapped cache
+                         (datacache.py) with the transforms of transforms.py; bad files skipped with a warning.
 
 Sizing of the 28x28 silhouettes: at --image-size 28 they are used as they are; at 32 they are centred on a black
 canvas (exact: the background is black, and no pixel is interpolated); any other size is a bilinear resize.
@@ -18,30 +21,51 @@ import gzip
 import importlib.util
 import pickle
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
+from .batches import BalancedBatchStream, BatchStream, make_stream  # noqa: F401  (re-exported)
+from .config import DataConfig
+from .datacache import MappedImages, open_cache
 from .errors import UserError
+from .imagefolder import IMAGE_EXTENSIONS, scan_folder  # noqa: F401
+from .transforms import CROPS, DecodeSpec, load_image_file, parse_background, random_crop, random_hflip  # noqa: F401
 
 BUILTIN = "builtin:animal-shapes"
 ANIMAL_SHAPE_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 TEST_PER_CLASS = 100
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataWarning(UserWarning):
+    """A file of the dataset was skipped (one per file, then one summary)."""
 
 
 @dataclass
 class ImageData:
-    images: torch.Tensor  # (N, C, H, W) uint8
+    images: torch.Tensor | MappedImages  # (N, C, P, P) uint8; P = size, or larger for random crops
     labels: torch.Tensor  # (N,) int64 class ids
     class_names: list[str]
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # class name -> other names, {"dog": ["cane"]}
+    captions: list[list[str]] | None = None  # per image, for captioned datasets
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    size: int = 0  # training size S (0: P)
+    crop: str = "center"  # center | random (a random S x S window of the stored P x P image per batch)
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator, hflip: bool) -> torch.Tensor:
+        """Images idx as the model sees them: (B, C, S, S) float in [-1, 1], randomly cropped/mirrored."""
+        x = self.images[idx]  # (B, C, P, P) uint8
+        if self.crop == "random":
+            x = random_crop(x, self.size, generator)
+        x = to_model_range(x)
+        return random_hflip(x, generator) if hflip else x
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -105,42 +129,38 @@ def fit_builtin(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
-def load_image_file(path: Path, size: int, channels: int) -> np.ndarray:
-    """Decode, honour EXIF orientation, resize the shorter side to `size`, centre-crop: (size, size, C) uint8."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im = im.convert("L" if channels == 1 else "RGB")
-        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
-        arr = np.array(im, dtype=np.uint8)  # a writable copy
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def load_image_folder(root: Path, size: int, channels: int) -> ImageData:
-    if not root.is_dir():
-        raise UserError(f"data folder {root} does not exist; pass a folder with one subfolder per class or {BUILTIN}")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise UserError(f"{root} has no class subfolders; put each class's images in a subfolder named after it")
-    images, labels, skipped = [], [], 0
-    for c, d in enumerate(class_dirs):
-        n_before = len(images)
-        for f in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-            try:
-                images.append(load_image_file(f, size, channels))
-                labels.append(c)
-            except Exception as e:  # a broken file never stops training
-                warnings.warn(f"skipping unreadable image {f}: {e}", stacklevel=2)
-                skipped += 1
-        if len(images) == n_before:
-            raise UserError(f"class folder {d} has no readable image; add images or remove the folder")
+def load_image_folder(root: Path, spec: DecodeSpec, min_size: int = 16, cache_dir: Path | None = None,
+                      progress: bool = False, workers: int | None = None) -> ImageData:
+    """A class-folder or captioned tree (imagefolder.py) through the on-disk cache (datacache.py). Each skipped
+    file gets one DataWarning, then one summary warning; a class left with no image is a UserError."""
+    index = scan_folder(root)
+    entry = open_cache(index, spec, min_size, cache_dir, progress, workers)
+    skipped = index.skipped + entry.skipped
+    for path, reason in skipped:
+        warnings.warn(f"skipping {path}: {reason}", DataWarning, stacklevel=2)
     if skipped:
-        warnings.warn(f"skipped {skipped} unreadable files under {root}", stacklevel=2)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(x, torch.tensor(labels, dtype=torch.long), [d.name for d in class_dirs])
+        warnings.warn(f"skipped {len(skipped)} of {len(index.files) + len(index.skipped)} files under {root} "
+                      f"({summarize_reasons(skipped)})", DataWarning, stacklevel=2)
+    labels = torch.tensor([index.files[i].label for i in entry.kept], dtype=torch.long)
+    counts = torch.bincount(labels, minlength=len(index.class_names))
+    for c in torch.nonzero(counts == 0).flatten().tolist():
+        raise UserError(f"class {index.class_names[c]!r} under {root} has no readable image; add images or remove the folder")
+    captions = [index.files[i].captions for i in entry.kept] if index.captioned else None
+    return ImageData(entry.images, labels, index.class_names, aliases=index.aliases, captions=captions,
+                     skipped=skipped, size=spec.size, crop=spec.crop)
 
 
-def load_dataset(source: str, image_size: int, channels: int = 1, split: str = "train") -> ImageData:
-    """Load `builtin:animal-shapes` or a class-folder tree as uint8 (N, channels, image_size, image_size)."""
+def summarize_reasons(skipped: list[tuple[str, str]]) -> str:
+    """'2 corrupt or truncated, 1 empty file' from (path, reason) pairs (the reason up to its parenthesis)."""
+    kinds = Counter(reason.split(" (")[0] for _, reason in skipped)
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+
+
+def load_dataset(source: str, image_size: int, channels: int = 1, split: str = "train", *,
+                 options: DataConfig | None = None, cache_dir: Path | str | None = None, progress: bool = False,
+                 workers: int | None = None) -> ImageData:
+    """Load `builtin:animal-shapes` or a folder tree as uint8 (N, channels, P, P) with P = image_size (or larger
+    for random crops, see transforms.py); `options` gives crop, background and minimum size for folders."""
     if source.startswith("builtin:"):
         if source != BUILTIN:
             raise UserError(f"unknown built-in dataset {source!r}; the built-in dataset is {BUILTIN}")
@@ -148,8 +168,17 @@ def load_dataset(source: str, image_size: int, channels: int = 1, split: str = "
         x = fit_builtin(torch.from_numpy(imgs)[:, None], image_size)
         if channels == 3:
             x = x.repeat(1, 3, 1, 1)
-        return ImageData(x.contiguous(), torch.from_numpy(labels), list(ANIMAL_SHAPE_CLASSES))
-    return load_image_folder(Path(source).expanduser(), image_size, channels)
+        return ImageData(x.contiguous(), torch.from_numpy(labels), list(ANIMAL_SHAPE_CLASSES), size=image_size)
+    opts = options or DataConfig(source=source)
+    if opts.crop not in CROPS:
+        raise UserError(f"unknown crop {opts.crop!r}; choose {' or '.join(CROPS)}")
+    try:
+        parse_background(opts.background)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    spec = DecodeSpec(image_size, channels, opts.crop, opts.background)
+    return load_image_folder(Path(source).expanduser(), spec, opts.min_size,
+                             Path(cache_dir).expanduser() if cache_dir else None, progress, workers)
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -160,40 +189,3 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-class BatchStream:
-    """Endless seeded batches of indices: epoch e visits a permutation drawn from (seed, e); a batch may span two
-    epochs. The position is (epoch, offset), so a stream can be restored exactly from two integers."""
-
-    def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int = 0, offset: int = 0) -> None:
-        if num_items <= 0:
-            raise UserError("the dataset is empty")
-        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.epoch, self.offset = epoch, offset
-        self._perm = self._permutation(epoch)
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_items, generator=g)
-
-    def next(self) -> torch.Tensor:
-        parts, need = [], self.batch_size
-        while need:
-            take = min(need, self.num_items - self.offset)
-            parts.append(self._perm[self.offset : self.offset + take])
-            self.offset += take
-            need -= take
-            if self.offset == self.num_items:
-                self.epoch, self.offset = self.epoch + 1, 0
-                self._perm = self._permutation(self.epoch)
-        return torch.cat(parts)
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-
-def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image of (B, C, H, W) left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)

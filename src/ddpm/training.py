@@ -15,7 +15,8 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import RunConfig
-from .data import BatchStream, ImageData, random_hflip, to_model_range
+from .batches import describe, make_stream
+from .data import ImageData
 from .diffusion import diffusion_loss, sample_timesteps
 from .errors import UserError
 from .guidance import drop_condition
@@ -109,7 +110,7 @@ def train(
     state = TrainState(model, ema, optimizer)
 
     gen = torch.Generator().manual_seed(tc.seed)  # t, noise, dropout of the condition, flips
-    stream = BatchStream(len(data), tc.batch_size, tc.seed)
+    stream = make_stream(data.labels, tc.batch_size, tc.seed, tc.balance)
     writer = _summary_writer(out_dir)
     metrics_file = open(out_dir / "metrics.jsonl", "w")
     quarter = torch.zeros(4, dtype=torch.float64)
@@ -118,13 +119,11 @@ def train(
 
     bar = tqdm(total=tc.steps, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     bar.write(f"model: {count_parameters(model) / 1e6:.2f}M parameters, {precision}, {len(data)} images, "
-              f"{len(data.class_names)} classes, batch {tc.batch_size}, {tc.steps} steps")
+              f"{len(data.class_names)} classes, batch {tc.batch_size}, {tc.steps} steps; {describe(stream)}")
     model.train()
     for step in range(tc.steps):
         idx = stream.next()
-        x0 = to_model_range(data.images[idx])
-        if tc.hflip:
-            x0 = random_hflip(x0, gen)
+        x0 = data.batch(idx, gen, tc.hflip)  # (B, C, S, S) in [-1, 1]
         cond = drop_condition(data.labels[idx], model.null_class, dc.cond_drop_prob, gen)
         t = sample_timesteps(len(idx), schedule.num_steps, gen)
         noise = torch.randn(x0.shape, generator=gen)

@@ -1,0 +1,120 @@
+"""Image transforms: one decoded file -> a square uint8 array (decode time, cached), and the per-batch random
+crop and flip (train time).
+
+Decode time (`decode_image`), in this order:
+  1. EXIF orientation applied (a phone photo stored sideways comes out upright).
+  2. Any PIL mode brought to L (1 channel) or RGB (3 channels):
+       1, L, RGB, YCbCr, LAB, HSV, CMYK  -> PIL's conversion (CMYK naively, without an ICC profile)
+       I;16*, I (16-bit grey)           -> v / 257, rounded (65535 -> 255); F is clipped to [0, 255]
+       LA, La, RGBA, RGBa, PA, P with a transparency entry -> alpha-composited on `background`
+     RGB -> L is ITU-R 601 luma; L -> RGB repeats the grey.
+  3. Shorter side resized to `stored_size` (bicubic, antialiased; JPEGs first DCT-downscaled while decoding to
+     no less than twice that), then the centre square kept: (stored_size, stored_size, C) uint8.
+
+Train time (`random_crop`, `random_hflip`): `stored_size` is the training size S for centre crops, and
+S + S // 8 for random crops (72 px for 64), from which each batch takes a random S x S window: random crops
+translate by up to 1/9 of the side (scale is not jittered). Scaling to [-1, 1] is `data.to_model_range`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+CROPS = ("center", "random")
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """Everything that decides the bytes of a decoded image (part of the cache key)."""
+
+    size: int  # training size S
+    channels: int  # 1 or 3
+    crop: str = "center"  # center | random
+    background: str = "white"  # what transparent pixels are composited on
+
+    @property
+    def stored_size(self) -> int:
+        """Side of the stored square: S for centre crops, S + S // 8 for random crops."""
+        return self.size if self.crop == "center" else self.size + self.size // 8
+
+    @property
+    def mode(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+
+def parse_background(name: str) -> tuple[int, int, int]:
+    """'white' | 'black' | 'gray' | '#rrggbb' -> an RGB triple; ValueError otherwise."""
+    if name in BACKGROUNDS:
+        return BACKGROUNDS[name]
+    if len(name) == 7 and name.startswith("#"):
+        return tuple(int(name[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    raise ValueError(f"unknown background {name!r}; use white, black, gray or #rrggbb")
+
+
+def to_mode(im: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:
+    """Any PIL image -> mode 'L' or 'RGB', with transparency composited on `background` (see module doc)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64)  # (H, W), 16-bit values
+        return Image.fromarray(np.round(np.clip(grey, 0, 65535) / 257).astype(np.uint8), "L").convert(mode)
+    if im.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(im), 0, 255).round().astype(np.uint8), "L").convert(mode)
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "LA", "La", "RGBA", "RGBa"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert(mode)
+    if im.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P", "1") and mode == "L":
+        im = im.convert("RGB")  # a defined path to luma for every mode
+    return im if im.mode == mode else im.convert(mode)
+
+
+def fit_square(im: Image.Image, side: int) -> Image.Image:
+    """Resize the shorter side to `side` (bicubic, antialiased), keep the centre square."""
+    w, h = im.size
+    scale = side / min(w, h)
+    new = (max(side, round(w * scale)), max(side, round(h * scale)))
+    im = im.resize(new, Image.Resampling.BICUBIC)
+    left, top = (new[0] - side) // 2, (new[1] - side) // 2
+    return im.crop((left, top, left + side, top + side))
+
+
+def decode_image(im: Image.Image, spec: DecodeSpec) -> np.ndarray:
+    """An opened (not yet loaded) PIL image -> (stored_size, stored_size, C) uint8, per the module doc."""
+    side = spec.stored_size
+    if im.format == "JPEG":
+        im.draft(im.mode if im.mode in ("L", "RGB", "CMYK") else None, (2 * side, 2 * side))  # DCT downscale
+    im = ImageOps.exif_transpose(im)
+    im = to_mode(im, spec.mode, parse_background(spec.background))
+    arr = np.asarray(fit_square(im, side), dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def load_image_file(path, size: int, channels: int) -> np.ndarray:
+    """Decode one file to a (size, size, C) uint8 centre crop (used by `ddpm noise`)."""
+    with Image.open(path) as im:
+        return decode_image(im, DecodeSpec(size, channels)).copy()
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, P, P) -> (B, C, size, size): an independent uniform window per image (P == size: unchanged)."""
+    p = x.shape[-1]
+    if p == size:
+        return x
+    off = torch.randint(0, p - size + 1, (x.shape[0], 2), generator=generator)  # (B, [top, left])
+    return torch.stack([img[:, t : t + size, l : l + size] for img, (t, l) in zip(x, off.tolist())])
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, P, P) -> (B, C, size, size), the central window."""
+    o = (x.shape[-1] - size) // 2
+    return x[..., o : o + size, o : o + size]
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image of (B, C, H, W) left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
