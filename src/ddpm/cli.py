@@ -72,15 +72,16 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import DiffusionConfig, ModelConfig, TrainConfig
+    from .config import DataConfig, DiffusionConfig, ModelConfig, TrainConfig
     from .data import BUILTIN
+    from .transforms import CROPS
     from .sampler import SAMPLERS, VARIANCES
     from .schedule import SCHEDULES
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    m, d, t = ModelConfig(), DiffusionConfig(), TrainConfig()
+    m, d, t, dc = ModelConfig(), DiffusionConfig(), TrainConfig(), DataConfig()
 
     p = sub.add_parser("train", help="train a model on a dataset", formatter_class=fmt)
     p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=probability, default=t.ema_decay, help="EMA decay of the weights")
     p.add_argument("--grad-clip", type=float, default=t.grad_clip, help="max gradient norm (0: off)")
     p.add_argument("--no-hflip", action="store_true", help="do not mirror training images at random")
+    p.add_argument("--balance", action="store_true", help="sample every class equally often (epoch = classes x ceil(N / classes))")
+    p.add_argument("--crop", choices=CROPS, default=dc.crop, help="folders: centre square, or a random window of a 9/8 larger one")
+    p.add_argument("--background", default=dc.background, help="folders: colour under transparent pixels (white, black, gray, #rrggbb)")
+    p.add_argument("--min-size", type=positive_int, default=dc.min_size, help="folders: skip images whose shorter side is smaller (px)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="folders: decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=t.precision, help="auto: bf16 where the hardware has it")
     p.add_argument("--seed", type=int, default=t.seed, help="seed of weights, batches, steps and noise")
     p.add_argument("--log-every", type=positive_int, default=t.log_every, help="steps between logged metrics")
@@ -135,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     p.add_argument("--out", type=Path, default=Path("noising.gif"), help="GIF path; a strip PNG and an alpha-bar plot go beside it")
     _add_common(p)
+
+    p = sub.add_parser("data", help="look at a dataset folder before training on it", formatter_class=fmt)
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    q = data_sub.add_parser("inspect", help="classes, counts, sizes, modes, skipped files, a contact sheet", formatter_class=fmt)
+    q.add_argument("path", type=Path, help="a folder with one subfolder per class (or a captioned folder)")
+    q.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    q.add_argument("--sheet", type=Path, default=Path("contact_sheet.png"), help="contact-sheet PNG, one row per class")
+    q.add_argument("--per-class", type=positive_int, default=8, help="images per class on the contact sheet")
+    q.add_argument("--image-size", type=positive_int, default=64, help="decode size (px); the cache is shared with training at this size")
+    q.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 grayscale, 3 RGB")
+    q.add_argument("--min-size", type=positive_int, default=dc.min_size, help="skip images whose shorter side is smaller (px)")
+    q.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
+    _add_common(q)
 
     p = sub.add_parser("demo", help="train on the built-in dataset, then draw a grid and the noising animation", formatter_class=fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -38,9 +40,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
             lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
             hflip=not args.no_hflip, precision=args.precision, log_every=args.log_every,
-            sample_every=args.sample_every, save_every=args.save_every,
+            sample_every=args.sample_every, save_every=args.save_every, balance=args.balance,
         ),
-        data=DataConfig(source=args.data),
+        data=DataConfig(source=args.data, crop=args.crop, background=args.background, min_size=args.min_size),
     )
 
 
@@ -48,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .api import train_run
 
     config = config_from_args(args)
-    train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet)
+    with _one_line_warnings():
+        train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet, cache_dir=args.cache_dir)
     print(f"run directory: {args.out}")
     print(f"sample from it: ddpm sample --checkpoint {args.out} {config.data.class_names[0]} -n 8")
 
@@ -82,6 +85,17 @@ def cmd_noise(args: argparse.Namespace) -> None:
         print(f"{kind}: {path}")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    import json
+
+    from .inspect_data import format_report, inspect_folder
+
+    _parent(args.sheet)
+    report = inspect_folder(args.path.expanduser(), args.image_size, args.channels, args.per_class, args.min_size,
+                            args.sheet, args.cache_dir, progress=not args.quiet and not args.json)
+    print(json.dumps(report) if args.json else format_report(report))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -89,6 +103,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("\nresults:")
     for kind, path in paths.items():
         print(f"  {kind:<16} {path}")
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Within the block, print warnings (such as a skipped image) as `ddpm: warning: ...`, one line each."""
+    import warnings
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"ddpm: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
 
 
 def _parent(path: Path) -> None:

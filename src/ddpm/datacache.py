@@ -83,8 +83,8 @@ def decode_file(path: Path, spec: DecodeSpec, min_size: int) -> tuple[np.ndarray
                 if min(size) < min_size:
                     return None, f"too small ({size[0]}x{size[1]}, minimum side {min_size})", size, mode
                 return decode_image(im, spec), "", size, mode
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return None, f"decompression bomb ({e})", (0, 0), ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, f"decompression bomb (over {MAX_PIXELS:,} pixels)", (0, 0), ""
     except UnidentifiedImageError:
         return None, "not an image", (0, 0), ""
     except PermissionError as e:
