@@ -135,3 +135,15 @@ def test_malformed_metadata_is_a_user_error(tmp_path):
     (root / "metadata.jsonl").write_text('{"file_name": "owl/0.png", "text": "ok"}\nnot json\n')
     with pytest.raises(UserError, match="line 2"):
         load(root)
+
+
+def test_parallel_decoding_equals_in_process(tmp_path, monkeypatch):
+    import ddpm.datacache as datacache
+    from ddpm.imagefolder import scan_folder
+
+    index = scan_folder(animals_tree(tmp_path / "d", bad=True))
+    serial = datacache.open_cache(index, DecodeSpec(16, 3), 16, tmp_path / "a", workers=1)
+    monkeypatch.setattr(datacache, "PARALLEL_FROM", 0)
+    parallel = datacache.open_cache(index, DecodeSpec(16, 3), 16, tmp_path / "b", workers=2)
+    assert parallel.built and parallel.kept == serial.kept and parallel.skipped == serial.skipped
+    assert torch.equal(parallel.images[:], serial.images[:])

@@ -6,7 +6,8 @@ Where: $DDPM_CACHE_DIR, else ~/.cache/ddpm (or an explicit `cache_dir`), then
 The content key hashes the cache format, the decode spec (size, channels, crop, background), the minimum size,
 the class names and every file's (relative path, class, byte size, mtime): any added, removed, replaced or
 touched file gives a new key and a rebuild; the superseded entry of the same folder and spec is deleted.
-The .npy is complete before its .json is written (both via rename), so an interrupted build is never used.
+The .npy is complete before its .json is written (both via rename from per-process temporary files), so an
+interrupted build is never used and processes building the same entry at once (ranks) do not collide.
 Only one batch is ever copied into RAM (`MappedImages.__getitem__`); the dataset itself stays on disk.
 """
 
@@ -121,8 +122,8 @@ def open_cache(index: FolderIndex, spec: DecodeSpec, min_size: int, cache_dir: P
             _build(index, spec, min_size, npy, meta, progress, workers)
         except OSError as e:
             raise UserError(f"cannot write the data cache in {folder} ({e.strerror}); set --cache-dir or DDPM_CACHE_DIR to a writable folder") from None
-        for old in folder.iterdir():
-            if old.stem != key:
+        for old in folder.iterdir():  # superseded entries; another process's *.tmp is left alone
+            if old.suffix in (".npy", ".json") and old.stem != key:
                 old.unlink(missing_ok=True)
     m = json.loads(meta.read_text())
     return CacheEntry(MappedImages(npy, len(m["kept"])), m["kept"], [tuple(s) for s in m["skipped"]],
@@ -134,7 +135,7 @@ def _build(index: FolderIndex, spec: DecodeSpec, min_size: int, npy: Path, meta:
     from tqdm.auto import tqdm
 
     p, n = spec.stored_size, len(index.files)
-    tmp = npy.with_suffix(".npy.tmp")
+    tmp = npy.with_suffix(f".{os.getpid()}.npy.tmp")  # per process: ranks building at once never share a file
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), spec.channels, p, p))
     kept, skipped, sizes, modes = [], [], [], []
     jobs = [(f.path, spec, min_size) for f in index.files]
@@ -159,6 +160,6 @@ def _build(index: FolderIndex, spec: DecodeSpec, min_size: int, npy: Path, meta:
     os.replace(tmp, npy)
     record = {"format": CACHE_FORMAT, "spec": asdict(spec), "kept": kept, "skipped": skipped, "sizes": sizes,
               "modes": modes}
-    tmp_meta = meta.with_suffix(".json.tmp")
+    tmp_meta = meta.with_suffix(f".{os.getpid()}.json.tmp")
     tmp_meta.write_text(json.dumps(record))
     os.replace(tmp_meta, meta)
