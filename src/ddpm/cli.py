@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 grayscale, 3 RGB")
     q.add_argument("--min-size", type=positive_int, default=dc.min_size, help="skip images whose shorter side is smaller (px)")
     q.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
-    _add_common(q)
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="train on the built-in dataset, then draw a grid and the noising animation", formatter_class=fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
