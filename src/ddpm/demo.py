@@ -22,10 +22,11 @@ DEMO_MODEL = ModelConfig(
 )
 DEMO_DIFFUSION = DiffusionConfig(schedule="cosine", num_steps=1000, loss_weighting="min-snr", cond_drop_prob=0.1)
 DEMO_TRAIN = TrainConfig(
-    steps=1500, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
+    steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
     sample_every=0, save_every=0,
 )
 PER_CLASS = 8
+DEMO_SAMPLER, DEMO_SAMPLE_STEPS, DEMO_GUIDANCE = "ddpm", 50, 3.0  # strided ancestral steps (= DDIM with eta 1)
 
 
 def demo_config(steps: int | None = None) -> RunConfig:
@@ -41,7 +42,7 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     from .visual import make_grid, plot_training_curve
 
     run = train_run(demo_config(steps), out, device=device, progress=progress)
-    x = run.sample(None, PER_CLASS, sampler="ddim", steps=50, guidance=3.0, seed=0)
+    x = run.sample(None, PER_CLASS, sampler=DEMO_SAMPLER, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=0)
     grid = out / "samples.png"
     make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
     paths = {"samples grid": grid}
