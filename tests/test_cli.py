@@ -116,3 +116,15 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
 def test_python_m_entry_point_reports_bad_flag():
     result = run_cli("train", "--out", "x", "--batch-size", "zero")
     assert_user_error(result.returncode, result.stderr, "--batch-size")
+
+
+def test_demo_smoke(tmp_path, capsys):
+    """The main job end to end with 2 training steps: every promised file exists and its path is printed."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("samples.png", "noising.gif", "noising_strip.png", "noising_alpha_bar.png", "training_curve.png"):
+        assert (out / name).is_file(), name
+        assert str(out / name) in printed
+    with Image.open(out / "samples.png") as im:
+        assert im.height > 10 * 28  # one row per class

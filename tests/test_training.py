@@ -76,3 +76,18 @@ def test_ema_update_is_exponential_average():
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
     assert ema_decay_at(10**6, 0.999) == 0.999
     assert math.isclose(ema_decay_at(90, 0.999), 91 / 100)
+
+
+def test_tensorboard_gets_scalars_and_sample_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb-run"
+    train_run(tiny_config(steps=4, sample_every=2), out, progress=False)
+    events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/lr", "train/loss_q0", "train/loss_q3"} <= set(tags["scalars"])
+    grids = events.Images("samples/ema")
+    assert [g.step for g in grids] == [2, 4]
+    # one row per class (10) of 4 samples, 16 px each with torchvision's 2 px padding
+    assert (grids[0].height, grids[0].width) == (10 * 18 + 2, 4 * 18 + 2)
