@@ -1,8 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create .venv and install what they need.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# pip on this kind of machine warns about absent local mirror folders; hide only those lines.
+QUIET  := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
@@ -10,16 +14,15 @@ TSTAMP := $(VENV)/.installed-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 
 # torch/torchvision are pinned to the builds on this machine's disk (CUDA builds that run on CPU).
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 || $(PIP) install -q "torch<2.15" "torchvision<0.30"
-	$(PIP) install -q -e .
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(QUIET) || $(PIP) install -q "torch<2.15" "torchvision<0.30" $(QUIET)
+	$(PIP) install -q -e . $(QUIET)
 	touch $@
 
 $(TSTAMP): $(STAMP)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test]' $(QUIET)
 	touch $@
 
 install: $(STAMP)

@@ -128,3 +128,13 @@ def test_demo_smoke(tmp_path, capsys):
         assert str(out / name) in printed
     with Image.open(out / "samples.png") as im:
         assert im.height > 10 * 28  # one row per class
+
+
+def test_demo_never_overwrites_an_earlier_demo(tmp_path):
+    from ddpm.demo import free_run_dir
+
+    out = tmp_path / "demo"
+    assert free_run_dir(out) == out
+    out.mkdir()
+    (out / "checkpoint.safetensors").write_bytes(b"x")
+    assert free_run_dir(out) == tmp_path / "demo-2"

@@ -2,7 +2,7 @@
 
     import ddpm
     run = ddpm.load_run("runs/demo")                      # a run directory or a checkpoint file
-    x = run.sample(["zebra", "cat"], n=4, sampler="ddim", steps=50, guidance=3.0, seed=0)  # (8, C, H, W) in [-1, 1]
+    x = run.sample(["zebra", "cat"], n=4, sampler="ddpm", steps=50, guidance=3.0, seed=0)  # (8, C, H, W) in [-1, 1]
     images = run.sample_pil("zebra", n=4)                 # list of PIL images
 """
 
@@ -70,8 +70,8 @@ class TrainedModel:
         classes: ClassSpec | Sequence[ClassSpec] | None = None,
         n: int = 8,
         *,
-        sampler: str = "ddim",
-        steps: int | None = None,
+        sampler: str = "ddpm",
+        steps: int | None = 50,
         guidance: float = 3.0,
         seed: int = 0,
         eta: float = 0.0,
@@ -79,7 +79,8 @@ class TrainedModel:
         batch_size: int = 64,
         progress: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1].
+        """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1]. Defaults: 50 strided
+        ancestral steps at guidance 3 (steps=None: every one of the T steps for ddpm, 50 for ddim).
         Image i depends only on (seed, i, its class, the sampler settings), not on batch_size."""
         if n < 1:
             raise UserError(f"-n must be at least 1, got {n}")

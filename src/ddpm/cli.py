@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="*", help="class names or indices, one grid row each (default: every class)")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("-n", type=positive_int, default=8, help="images per class")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddpm: ancestral; ddim: few-step")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: T for ddpm, 50 for ddim)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral (stochastic); ddim: deterministic at eta 0")
+    p.add_argument("--steps", type=positive_int, default=50,
+                   help="sampling steps, evenly spaced over T; ddpm with T steps is the original sampler (slow)")
     p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
     p.add_argument("--variance", choices=VARIANCES, default="beta_tilde", help="ancestral DDPM step variance")

@@ -35,12 +35,22 @@ def demo_config(steps: int | None = None) -> RunConfig:
                      train=train, data=DataConfig(source=BUILTIN))
 
 
+def free_run_dir(out: Path) -> Path:
+    """`out`, or `out-2`, `out-3`, ... when it already holds a run: a second demo never overwrites the first."""
+    candidate, n = out, 1
+    while (candidate / "checkpoint.safetensors").exists():
+        n += 1
+        candidate = out.with_name(f"{out.name}-{n}")
+    return candidate
+
+
 def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
     """Train, draw a grid with one row per class, animate the noising; return the paths of what was written."""
     from .api import train_run
     from .noising import noising_command
     from .visual import make_grid, plot_training_curve
 
+    out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)
     x = run.sample(None, PER_CLASS, sampler=DEMO_SAMPLER, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=0)
     grid = out / "samples.png"
