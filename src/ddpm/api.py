@@ -81,22 +81,25 @@ class TrainedModel:
     ) -> torch.Tensor:
         """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1]. Defaults: 50 strided
         ancestral steps at guidance 3 (steps=None: every one of the T steps for ddpm, 50 for ddim).
-        Image i depends only on (seed, i, its class, the sampler settings), not on batch_size."""
+        Image j of a class starts from noise seeded by (seed, j): it does not depend on batch_size, on n, or on
+        which other classes are asked for, and image j of every class shares its noise (compare classes)."""
         if n < 1:
             raise UserError(f"-n must be at least 1, got {n}")
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
-        cond = torch.tensor(self.class_ids(classes)).repeat_interleave(n)
+        ids = self.class_ids(classes)
+        cond = torch.tensor(ids).repeat_interleave(n)  # class-major: class 0 x n, class 1 x n, ...
+        index = torch.arange(n).repeat(len(ids))  # image j of each class draws its noise from (seed, j)
         c = self.config.model
         out = []
         for start in range(0, len(cond), batch_size):
-            idx = range(start, min(start + batch_size, len(cond)))
-            x = sample(self.model, self.schedule, cond[idx.start:idx.stop], (c.channels, c.image_size, c.image_size),
-                       PerSampleNoise(seed, idx), sampler=sampler, steps=steps, guidance=guidance,
-                       null_id=self.model.null_class, eta=eta, variance=variance, device=self.device)
+            stop = min(start + batch_size, len(cond))
+            x = sample(self.model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
+                       PerSampleNoise(seed, index[start:stop].tolist()), sampler=sampler, steps=steps,
+                       guidance=guidance, null_id=self.model.null_class, eta=eta, variance=variance, device=self.device)
             out.append(x.cpu())
             if progress is not None:
-                progress(len(idx))
+                progress(stop - start)
         return torch.cat(out)
 
     def sample_pil(self, classes: ClassSpec | Sequence[ClassSpec] | None = None, n: int = 8, **kwargs) -> list[Image.Image]:
