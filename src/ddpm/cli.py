@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int, default=t.log_every, help="steps between logged metrics")
     p.add_argument("--sample-every", type=non_negative_int, default=t.sample_every, help="steps between TensorBoard sample grids (0: never)")
     p.add_argument("--save-every", type=non_negative_int, default=t.save_every, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--snapshot-every", type=non_negative_int, default=t.snapshot_every,
+                   help="steps between full training-state snapshots for resuming (0: only on SIGTERM/SIGINT and at the end)")
+    p.add_argument("--keep-snapshots", type=positive_int, default=t.keep_snapshots, help="newest snapshots kept in OUT/snapshots")
+    p.add_argument("--resume", default="auto",
+                   help="auto: continue from the newest valid snapshot in --out; never: start fresh; or a snapshot file")
     _add_common(p)
 
     p = sub.add_parser("sample", help="draw images of given classes from a trained run", formatter_class=fmt)
@@ -161,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as e:  # a training run stopped by SIGTERM/SIGINT after writing its snapshot
+        from .training import TrainingInterrupted
+
+        if not isinstance(e, TrainingInterrupted):
+            raise
+        sys.stderr.write(f"ddpm {args.command}: {e}\n")
+        return 128 + e.signum
     return 0
 
 

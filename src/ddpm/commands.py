@@ -41,6 +41,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
             hflip=not args.no_hflip, precision=args.precision, log_every=args.log_every,
             sample_every=args.sample_every, save_every=args.save_every, balance=args.balance,
+            snapshot_every=args.snapshot_every, keep_snapshots=args.keep_snapshots,
         ),
         data=DataConfig(source=args.data, crop=args.crop, background=args.background, min_size=args.min_size),
     )
@@ -48,10 +49,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .api import train_run
+    from .distributed import env_rank
 
     config = config_from_args(args)
     with _one_line_warnings():
-        train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet, cache_dir=args.cache_dir)
+        train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet, cache_dir=args.cache_dir,
+                  resume=args.resume)
+    if env_rank() != 0:  # under torchrun, rank 0 alone prints
+        return
     print(f"run directory: {args.out}")
     print(f"sample from it: ddpm sample --checkpoint {args.out} {config.data.class_names[0]} -n 8")
 

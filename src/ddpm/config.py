@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500  # TensorBoard sample grid every N steps (0: never)
     save_every: int = 1000  # checkpoint every N steps (and at the end)
+    snapshot_every: int = 500  # full training-state snapshot every N steps (and on SIGTERM/SIGINT, and at the end)
+    keep_snapshots: int = 3  # snapshots kept in RUN/snapshots (the newest)
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""Rank, world size, process-group set-up and the few collectives training needs, read from the torchrun
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT). One code path for 1 or N processes: without
+those variables this is a world of one and every collective is a no-op.
+
+Backend: nccl when the device is CUDA, gloo on CPU (so the tests run multi-process on a laptop). Small control
+messages (stop flags, RNG states, fingerprints) always go through a gloo group on CPU tensors, so they never
+wait on, or synchronise, a GPU stream.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""  # "" when not distributed
+    control: Any = None  # a gloo process group for CPU-side messages (None when not distributed)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs, writes pictures, checkpoints and snapshots."""
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), before any process group exists."""
+    return int(os.environ.get("RANK", 0))
+
+
+def init(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group described by the environment; returns the world and this rank's device
+    (`cuda` becomes `cuda:LOCAL_RANK`). A world of one never creates a process group."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return World(), device
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        kwargs = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
+    control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+    return World(rank, world_size, local_rank, backend, control), device
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier(group=world.control)
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (e.g. a SIGTERM seen by one rank stops all at one step)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=world.control)
+    return bool(t.item())
+
+
+def sum_over_ranks(world: World, *tensors: torch.Tensor) -> None:
+    """In-place sum over ranks of CPU tensors (logged statistics)."""
+    if world.distributed:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=world.control)
+
+
+def gather_objects(world: World, obj: Any) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank. Only for our own processes' JSON-like values and CPU
+    tensors: this pickles between ranks of one job, never anything read from disk."""
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.world_size
+    dist.all_gather_object(out, obj, group=world.control)
+    return out
+
+
+def broadcast_object(world: World, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (e.g. which snapshot to resume from, so all ranks load the same file)."""
+    if not world.distributed:
+        return obj
+    box = [obj if world.is_main else None]
+    dist.broadcast_object_list(box, src=0, group=world.control)
+    return box[0]

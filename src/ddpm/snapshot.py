@@ -1,0 +1,216 @@
+"""Snapshots: one self-describing file per saved training state, written atomically, found on restart.
+
+    RUN/snapshots/snapshot-<step:08d>.safetensors     the last `keep` of them
+
+A snapshot is a safetensors file (nothing is unpickled on load, so a file cannot run code):
+  tensors   model.*  ema.*             raw and EMA weights
+            optim.<param index>.<key>   optimiser state tensors (AdamW: step, exp_avg, exp_avg_sq)
+            rng.torch.<rank>            each rank's global torch CPU generator state (uint8)
+            rng.cuda.<rank>             each rank's CUDA generator state, when on a GPU
+  metadata  format, format_version, config (the RunConfig JSON), step, payload_sha256 (sha256 over every
+            tensor's name, dtype, shape and bytes, in name order), state (JSON: samples seen, world size, data
+            stream position (epoch, offset), optimiser param groups, python and numpy RNG states per rank, ...)
+
+Writing: a temporary file in the same folder, fsync, rename over the final name, fsync of the folder, so a
+crash leaves either the old set of snapshots or the new one. Reading: a file that is truncated, corrupt, a pickle,
+or from a newer format gives a one-line `SnapshotError`; `find_latest` reports it and falls back to the previous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import RunConfig
+from .errors import UserError
+
+SNAPSHOT_DIR = "snapshots"
+FORMAT = "ddpm-snapshot"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^snapshot-(\d+)\.safetensors$")
+
+
+class SnapshotError(UserError):
+    """A snapshot that cannot be used; the message is one line naming the file and the reason."""
+
+
+class SnapshotWarning(UserWarning):
+    """A snapshot was skipped, or resuming changes how the run proceeds (world size, settings)."""
+
+
+@dataclass
+class Snapshot:
+    config: RunConfig
+    step: int
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable
+    path: Path | None = None
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors under `prefix.` with the prefix removed (e.g. group("model") -> a state dict)."""
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+def snapshot_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / SNAPSHOT_DIR
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return snapshot_dir(run_dir) / f"snapshot-{step:08d}.safetensors"
+
+
+def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot-named file, newest first; temporary files are not listed."""
+    folder = snapshot_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def payload_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def save_snapshot(run_dir: Path, snap: Snapshot, keep: int) -> Path:
+    """Write `snap` atomically as snapshots/snapshot-<step>.safetensors, then delete all but the newest `keep`."""
+    folder = snapshot_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = snapshot_path(run_dir, snap.step)
+    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in snap.tensors.items()}
+    metadata = {
+        "format": FORMAT, "format_version": str(FORMAT_VERSION), "config": snap.config.to_json(),
+        "step": str(snap.step), "state": json.dumps(snap.state), "payload_sha256": payload_sha256(tensors),
+    }
+    save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(folder)
+    for _, old in list_snapshots(run_dir)[max(1, keep):]:
+        old.unlink(missing_ok=True)
+    for stale in folder.glob(".snapshot-*.tmp"):  # left by a writer killed mid-write (never our live file)
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
+    return final
+
+
+def load_snapshot(path: Path, verify: bool = True) -> Snapshot:
+    """Read and check one snapshot; any problem is a one-line SnapshotError. Nothing is unpickled."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise SnapshotError(f"cannot read snapshot {path}: {e.strerror}") from None
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise SnapshotError(f"{path} is a pickle / torch.save file, not a ddpm snapshot; refused: ddpm never unpickles "
+                            "files (unpickling can run code)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SnapshotError(f"snapshot {path} is truncated or corrupt ({reason})") from None
+    if meta.get("format") != FORMAT:
+        raise SnapshotError(f"{path} is a safetensors file but not a ddpm snapshot")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise SnapshotError(f"snapshot {path} has format {version}, newer than this ddpm reads ({FORMAT_VERSION}); "
+                            "upgrade ddpm")
+    if verify and meta.get("payload_sha256") != payload_sha256(tensors):
+        raise SnapshotError(f"snapshot {path} fails its checksum (the file was damaged after it was written)")
+    try:
+        config = RunConfig.from_dict(json.loads(meta["config"]))
+        return Snapshot(config, int(meta["step"]), tensors, json.loads(meta["state"]), path)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SnapshotError(f"snapshot {path} has unusable metadata ({e})") from None
+
+
+def find_latest(run_dir: Path) -> Snapshot | None:
+    """The newest snapshot that loads and passes its checksum; each one skipped is reported in one warning line."""
+    for _, path in list_snapshots(run_dir):
+        try:
+            return load_snapshot(path)
+        except SnapshotError as e:
+            warnings.warn(f"{e}; using the previous snapshot", SnapshotWarning, stacklevel=2)
+    return None
+
+
+def check_compatible(saved: RunConfig, requested: RunConfig, source: Path | None) -> list[str]:
+    """Refuse (one line) a snapshot whose model, diffusion or data differ from the requested run; return the
+    training settings that differ ("lr 0.0002 -> 0.0001"), which resuming may change."""
+    def diff(a: Any, b: Any) -> list[str]:
+        da, db = a.__dict__, b.__dict__
+        return [f"{k} {da[k]!r} -> {db[k]!r}" for k in da if _norm(da[k]) != _norm(db.get(k))]
+
+    hard = {name: diff(getattr(saved, name), getattr(requested, name)) for name in ("model", "diffusion")}
+    data_keys = ("source", "class_names", "crop", "background", "min_size")
+    hard["data"] = [f"{k} {getattr(saved.data, k)!r} -> {getattr(requested.data, k)!r}" for k in data_keys
+                    if _norm(getattr(saved.data, k)) != _norm(getattr(requested.data, k))]
+    problems = [f"{part}.{d}" for part, ds in hard.items() for d in ds]
+    if problems:
+        raise SnapshotError(f"snapshot {source} is from an incompatible run ({'; '.join(problems)[:300]}); use the "
+                            "same settings, another --out, or --resume never in an empty directory")
+    return diff(saved.train, requested.train)
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """optimizer.state_dict() -> (tensors `optim.<i>.<key>`, JSON with param groups and non-tensor state)."""
+    tensors, scalars = {}, {}
+    for i, entry in sd["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{i}.{key}"] = value
+            else:
+                scalars[f"{i}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(snap: Snapshot) -> dict[str, Any]:
+    """The inverse of flatten_optimizer, from a loaded snapshot."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in snap.group("optim").items():
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = t
+    for name, v in snap.state["optimizer"]["scalars"].items():
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = v
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}  # betas
+              for g in snap.state["optimizer"]["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
