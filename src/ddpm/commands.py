@@ -110,6 +110,47 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {kind:<16} {path}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .api import load_run
+    from .evaluation.classifier import load_classifier
+    from .evaluation.evaluate import EvalSettings, default_num_samples, evaluate
+    from .evaluation.report import summary_lines, write_report
+
+    device = resolve_device(args.device)
+    settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device), sampler=args.sampler,
+                            steps=args.steps, guidance=args.guidance, eta=args.eta, seed=args.seed,
+                            batch_size=args.batch_size, data=args.data, split=args.split,
+                            inception=not args.no_inception,
+                            inception_weights=str(args.inception_weights) if args.inception_weights else None)
+    classifier = load_classifier(args.classifier, device) if args.classifier else None
+    run = load_run(args.checkpoint, device=device)
+    _parent(args.out / "eval.json")
+    with _one_line_warnings():
+        result, images = evaluate(run, settings, classifier, args.cache_dir, log=(lambda _: None) if args.quiet else print)
+    paths = write_report(result, images, args.out)
+    print("\n".join(summary_lines(result)))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+def cmd_classifier(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluation.classifier import holdout, save_classifier, train_classifier
+
+    with _one_line_warnings():
+        train = load_dataset(args.data, args.image_size, args.channels, "train", cache_dir=args.cache_dir)
+        if args.data.startswith("builtin:"):  # a fixed test split
+            test = load_dataset(args.data, args.image_size, args.channels, "test", cache_dir=args.cache_dir)
+        else:
+            train, test = holdout(train)
+    model = train_classifier(train, test, args.data, epochs=args.epochs, seed=args.seed, device=resolve_device(args.device),
+                             progress=(lambda _: None) if args.quiet else print)
+    _parent(args.out)
+    path = save_classifier(model, args.out)
+    print(f"held-out accuracy: {model.config.test_accuracy:.1%} on {len(test)} test images")
+    print(f"classifier: {path}")
+
+
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
     """Within the block, print warnings (such as a skipped image) as `ddpm: warning: ...`, one line each."""

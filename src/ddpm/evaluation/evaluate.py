@@ -1,0 +1,142 @@
+"""`ddpm eval` as a library call: sample N images of a trained run, class by class, then measure them against
+the real held-out images: FID/KID on Inception features, per-class accuracy, classifier score and
+classifier-feature FID with the domain classifier, and IS when Inception weights with logits are given.
+Every metric is timed; the reference side's features are cached (refcache.py)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..api import TrainedModel
+from ..data import ImageData, load_dataset, to_uint8
+from ..errors import UserError
+from . import metrics
+from .classifier import DomainClassifier
+from .features import InceptionFeatures, InceptionProbabilities, extract
+from .refcache import cached_features
+
+UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
+
+
+def default_num_samples(device: torch.device) -> int:
+    """50k is the literature's FID; on a CPU (~0.3 s an image for Inception at 299 px) 1,000 is what fits."""
+    return 10_000 if device.type == "cuda" else 1_000
+
+
+@dataclass
+class EvalSettings:
+    num_samples: int = 1_000  # in total, split evenly over the classes (rounded up)
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 3.0
+    eta: float = 0.0
+    seed: int = 0
+    batch_size: int = 100
+    data: str = ""  # dataset of the reference images ("" = the run's)
+    split: str = "test"
+    inception: bool = True  # FID/KID on Inception features (slow on a CPU)
+    inception_weights: str | None = None  # a file with Inception logits, for the standard IS
+    kid_subsets: int = 100
+    kid_subset_size: int = 1_000
+
+
+Progress = Callable[[str], None]
+
+
+def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | None = None) -> ImageData:
+    """The real images to compare against, at the run's image size and channels (the `test` split)."""
+    c = run.config.model
+    source = settings.data or run.config.data.source
+    data = load_dataset(source, c.image_size, c.channels, settings.split, options=None if settings.data else run.config.data,
+                        cache_dir=cache_dir)
+    if len(data) == 0:
+        raise UserError(f"{source} holds no images to compare against")
+    if tuple(data.images.shape[1:]) != (c.channels, c.image_size, c.image_size):
+        raise UserError(f"{source} gives {'x'.join(map(str, data.images.shape[1:]))} images but the run makes "
+                        f"{c.channels}x{c.image_size}x{c.image_size}; use --data with a dataset of that size")
+    if [n.lower() for n in data.class_names] != [n.lower() for n in run.class_names]:
+        raise UserError(f"{source} has classes {data.class_names}, the run {run.class_names}; give the run's dataset")
+    return data
+
+
+def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassifier | None = None,
+             cache_dir: Path | None = None, log: Progress = lambda _: None) -> tuple[dict[str, Any], torch.Tensor]:
+    """Returns (results as a JSON-ready dict, the generated uint8 images (N, C, H, W), class-major)."""
+    if settings.num_samples < 2:
+        raise UserError(f"--num-samples must be at least 2, got {settings.num_samples}")
+    real = load_reference(run, settings, cache_dir)
+    if classifier is not None:
+        cc, mc = classifier.config, run.config.model
+        if (cc.image_size, cc.channels) != (mc.image_size, mc.channels):
+            raise UserError(f"the classifier takes {cc.channels}x{cc.image_size}x{cc.image_size} images, the run makes "
+                            f"{mc.channels}x{mc.image_size}x{mc.image_size}; train a classifier at the run's size")
+        if [n.lower() for n in cc.class_names] != [n.lower() for n in run.class_names]:
+            raise UserError(f"the classifier knows {cc.class_names}, the run {run.class_names}; train it on the run's data")
+    is_net = InceptionProbabilities(settings.inception_weights) if settings.inception_weights else None
+    k = len(run.class_names)
+    per_class = math.ceil(settings.num_samples / k)
+    out: dict[str, Any] = {"settings": asdict(settings), "checkpoint_step": run.step, "classes": run.class_names,
+                           "num_generated": per_class * k, "num_real": len(real), "metrics": {}, "seconds": {},
+                           "warnings": []}
+    timings, results = out["seconds"], out["metrics"]
+
+    t0 = time.perf_counter()
+    log(f"sampling {per_class} images for each of {k} classes ({settings.sampler}, {settings.steps} steps, guidance {settings.guidance})")
+    x = run.sample(None, per_class, sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance,
+                   seed=settings.seed, eta=settings.eta, batch_size=settings.batch_size)
+    fake = to_uint8(x)  # (K * per_class, C, H, W), class-major
+    wanted = torch.arange(k).repeat_interleave(per_class)
+    timings["sampling"] = time.perf_counter() - t0
+
+    if classifier is not None:
+        t0 = time.perf_counter()
+        probs = extract(classifier.probabilities, fake, settings.batch_size).double()  # (N, K)
+        acc = metrics.per_class_accuracy(probs.argmax(1), wanted, k)
+        results["per_class_accuracy"] = dict(zip(run.class_names, acc))
+        results["accuracy"] = float((probs.argmax(1) == wanted).double().mean())
+        results["classifier_test_accuracy"] = classifier.config.test_accuracy
+        mean, std = metrics.inception_score(probs, splits=min(10, len(probs)), seed=settings.seed)
+        results["classifier_score"] = {"mean": mean, "std": std, "max": k}
+        ref, _ = cached_features(classifier.name, real.images, lambda: extract(classifier.pooled_features, real.images, 256),
+                                 cache_dir, meta={"split": settings.split})
+        results["classifier_fid"] = metrics.frechet_distance(ref, extract(classifier.pooled_features, fake, 256))
+        timings["classifier"] = time.perf_counter() - t0
+
+    if settings.inception:
+        net = InceptionFeatures()
+        t0 = time.perf_counter()
+        log(f"Inception features of {len(real)} real images (cached after the first time)")
+        ref, hit = cached_features(net.name, real.images, lambda: extract(net, real.images, 50), cache_dir,
+                                   meta={"split": settings.split})
+        timings["inception_reference" + ("_cached" if hit else "")] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        log(f"Inception features of {len(fake)} generated images")
+        gen = extract(net, fake, 50)
+        timings["inception_generated"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results["fid"] = metrics.frechet_distance(ref, gen)
+        timings["fid"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mean, std = metrics.kernel_inception_distance(ref, gen, settings.kid_subsets, settings.kid_subset_size, settings.seed)
+        results["kid"] = {"mean": mean, "std": std, "subset_size": min(settings.kid_subset_size, len(ref), len(gen)),
+                          "subsets": settings.kid_subsets}
+        timings["kid"] = time.perf_counter() - t0
+
+    if is_net is not None:
+        t0 = time.perf_counter()
+        mean, std = metrics.inception_score(extract(is_net, fake, 50), splits=min(10, len(fake)), seed=settings.seed)
+        results["inception_score"] = {"mean": mean, "std": std}
+        timings["inception_score"] = time.perf_counter() - t0
+
+    if "fid" in results or "classifier_fid" in results:
+        n = min(len(fake), len(real))
+        if n < UNBIASED_FID_SAMPLES:
+            out["warnings"].append(f"FID and KID from {len(fake)} generated and {len(real)} real images: FID is biased "
+                                   f"upward at small N (KID is not, but is noisy); compare numbers only at equal N")
+    return out, fake

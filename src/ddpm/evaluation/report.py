@@ -1,0 +1,60 @@
+"""Write an evaluation: eval.json (every number and setting), samples.png (one row per class) and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..visual import make_grid
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The headline numbers, one per line, for the terminal."""
+    m, lines = result["metrics"], []
+    if "fid" in m:
+        lines.append(f"FID (Inception, {result['num_generated']} vs {result['num_real']}): {m['fid']:.2f}")
+        lines.append(f"KID (Inception, subsets of {m['kid']['subset_size']}): {m['kid']['mean']:.4f} ± {m['kid']['std']:.4f}")
+    if "inception_score" in m:
+        lines.append(f"Inception Score: {m['inception_score']['mean']:.2f} ± {m['inception_score']['std']:.2f}")
+    if "accuracy" in m:
+        lines.append(f"per-class accuracy (domain classifier, {m['classifier_test_accuracy']:.1%} on real test images): "
+                     f"{m['accuracy']:.1%} overall, lowest {min(m['per_class_accuracy'].items(), key=lambda kv: kv[1])[0]} "
+                     f"{min(m['per_class_accuracy'].values()):.1%}")
+        lines.append(f"classifier score (not IS; max {m['classifier_score']['max']}): {m['classifier_score']['mean']:.2f} ± "
+                     f"{m['classifier_score']['std']:.2f}")
+        lines.append(f"classifier-feature FID: {m['classifier_fid']:.3f}")
+    lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items()))
+    return lines + [f"warning: {w}" for w in result["warnings"]]
+
+
+def markdown(result: dict[str, Any], grid_name: str) -> str:
+    s, m = result["settings"], result["metrics"]
+    rows = [("setting", "value")] + [(k, str(v)) for k, v in s.items()]
+    text = ["# Evaluation", "", f"Checkpoint step {result['checkpoint_step']}; {result['num_generated']} generated images "
+            f"({result['num_generated'] // len(result['classes'])} per class) against {result['num_real']} real "
+            f"`{s['split']}` images.", "", "## Numbers", ""]
+    text += [f"- {line}" for line in summary_lines(result)]
+    if "per_class_accuracy" in m:
+        text += ["", "## Per-class accuracy", "", "| class | accuracy |", "|---|---|"]
+        text += [f"| {c} | {'n/a' if math.isnan(a) else f'{a:.1%}'} |" for c, a in m["per_class_accuracy"].items()]
+    text += ["", "## Samples", "", f"![one row per class]({grid_name})", "", "## Settings", "", "| setting | value |",
+             "|---|---|"] + [f"| {k} | {v} |" for k, v in rows[1:]]
+    return "\n".join(text) + "\n"
+
+
+def write_report(result: dict[str, Any], images: torch.Tensor, out_dir: Path, per_row: int = 10) -> dict[str, Path]:
+    """eval.json, samples.png (the first `per_row` images of each class) and report.md under out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = len(result["classes"])
+    per_class = len(images) // k
+    pick = torch.cat([torch.arange(c * per_class, c * per_class + min(per_row, per_class)) for c in range(k)])
+    grid = out_dir / "samples.png"
+    make_grid(images[pick], nrow=min(per_row, per_class), labels=result["classes"], scale=2).save(grid)
+    paths = {"json": out_dir / "eval.json", "report": out_dir / "report.md", "grid": grid}
+    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    paths["report"].write_text(markdown(result, grid.name))
+    return paths

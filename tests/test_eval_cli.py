@@ -1,0 +1,82 @@
+"""`ddpm eval` and `ddpm classifier train` end to end on a tiny run (no Inception: --no-inception), determinism,
+and their one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ddpm.api import train_run
+from ddpm.cli import main
+from ddpm.data import load_dataset
+from ddpm.evaluation.classifier import holdout, load_classifier, save_classifier, train_classifier
+
+from helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train_run(tiny_config(steps=3), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    data = load_dataset("builtin:animal-shapes", 16, 1, "train")
+    train, test = holdout(data, every=20)
+    small, _ = holdout(train, every=4)  # a quarter of the train split keeps this to seconds
+    model = train_classifier(small, test, "builtin:animal-shapes", epochs=1, width=8)
+    assert 0 <= model.config.test_accuracy <= 1
+    return save_classifier(model, tmp_path_factory.mktemp("clf") / "clf.safetensors")
+
+
+def eval_args(run_dir, out, *extra):
+    return ["eval", "--checkpoint", str(run_dir), "--num-samples", "20", "--steps", "2", "--no-inception", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_eval_writes_json_report_and_grid_and_is_deterministic(run_dir, classifier_file, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(eval_args(run_dir, tmp_path / name, "--classifier", str(classifier_file),
+                              "--cache-dir", str(tmp_path / "cache"))) == 0
+    printed = capsys.readouterr().out
+    assert "classifier score (not IS" in printed and "biased" in printed
+    a, b = (json.loads((tmp_path / n / "eval.json").read_text()) for n in "ab")
+    assert a["metrics"] == b["metrics"] and a["num_generated"] == 20 and a["num_real"] == 1000
+    assert set(a["metrics"]["per_class_accuracy"]) == set(a["classes"]) and "fid" not in a["metrics"]
+    assert {"sampling", "classifier"} <= set(a["seconds"])
+    assert (tmp_path / "a" / "samples.png").is_file() and "# Evaluation" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_classifier_round_trip(classifier_file):
+    model = load_classifier(classifier_file)
+    assert model.config.image_size == 16 and len(model.config.class_names) == 10
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ddpm", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_eval_errors(run_dir, classifier_file, tmp_path):
+    out = tmp_path / "e"
+    assert_user_error(run_cli(*eval_args(run_dir, out, "--classifier", str(tmp_path / "none.safetensors"))),
+                      "does not exist", "ddpm classifier train")
+    assert_user_error(run_cli(*eval_args(run_dir, out, "--inception-weights", str(tmp_path / "none.pt"))),
+                      "does not exist", "inception-2015-12-05.pt")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_cli(*eval_args(run_dir, out, "--data", str(tmp_path / "empty"))))
+    big = tmp_path / "clf28.safetensors"
+    data = load_dataset("builtin:animal-shapes", 28, 1, "test")
+    model = train_classifier(*holdout(holdout(data, every=10)[1], every=2), "builtin:animal-shapes", epochs=1, width=4)
+    save_classifier(model, big)
+    assert_user_error(run_cli(*eval_args(run_dir, out, "--classifier", str(big))), "28x28", "1x16x16")
