@@ -57,10 +57,24 @@ def init(device: torch.device) -> tuple[World, torch.device]:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        timeout = datetime.timedelta(minutes=30)
         kwargs = {"device_id": device} if backend == "nccl" else {}
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
+        dist.init_process_group(backend, timeout=timeout, store=_attempt_store(world_size, timeout), rank=rank,
+                                world_size=world_size, **kwargs)
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
     return World(rank, world_size, local_rank, backend, control), device
+
+
+def _attempt_store(world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """The key-value store the ranks meet in, with keys private to this restart attempt. Under torchrun the
+    agent's store outlives a restart (`--max-restarts`), and torch 2.14's env:// init reuses its keys, so the
+    restarted ranks would read the dead ones' addresses and hang; a prefix per TORCHELASTIC_RESTART_COUNT avoids it.
+    Outside torchrun's agent store, rank 0 hosts the store at MASTER_ADDR:MASTER_PORT as usual."""
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(host, port, world_size, is_master=not agent and int(os.environ["RANK"]) == 0,
+                          timeout=timeout, **({} if agent else {"multi_tenant": True}))
+    return dist.PrefixStore(f"ddpm/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown(world: World) -> None:
