@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ddpm.batches import BatchStream
 from ddpm.data import (
-    ANIMAL_SHAPE_CLASSES, BatchStream, _NumpyOnlyUnpickler, fit_builtin, load_animal_shapes, load_dataset,
+    ANIMAL_SHAPE_CLASSES, _NumpyOnlyUnpickler, fit_builtin, load_animal_shapes, load_dataset,
     random_hflip, to_model_range, to_uint8,
 )
 from ddpm.errors import UserError

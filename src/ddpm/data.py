@@ -29,12 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import BalancedBatchStream, BatchStream, make_stream  # noqa: F401  (re-exported)
 from .config import DataConfig
 from .datacache import MappedImages, open_cache
 from .errors import UserError
-from .imagefolder import IMAGE_EXTENSIONS, scan_folder  # noqa: F401
-from .transforms import CROPS, DecodeSpec, load_image_file, parse_background, random_crop, random_hflip  # noqa: F401
+from .imagefolder import scan_folder
+from .transforms import CROPS, DecodeSpec, parse_background, random_crop, random_hflip
 
 BUILTIN = "builtin:animal-shapes"
 ANIMAL_SHAPE_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]

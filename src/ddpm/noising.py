@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from .data import BUILTIN, load_dataset, load_image_file
+from .data import BUILTIN, load_dataset
 from .errors import UserError
 from .schedule import SCHEDULES, NoiseSchedule
+from .transforms import load_image_file
 
 DEFAULT_CLASS = "zebra"  # textured, so the loss of detail under noise is easy to see
 
