@@ -80,3 +80,40 @@ def test_eval_errors(run_dir, classifier_file, tmp_path):
     model = train_classifier(*holdout(holdout(data, every=10)[1], every=2), "builtin:animal-shapes", epochs=1, width=4)
     save_classifier(model, big)
     assert_user_error(run_cli(*eval_args(run_dir, out, "--classifier", str(big))), "28x28", "1x16x16")
+
+
+@pytest.mark.slow
+def test_sharded_eval_with_two_gloo_processes_equals_single_process(run_dir, classifier_file, tmp_path):
+    """torchrun with 2 ranks: each samples and classifies its share of the (class, j) pairs, rank 0 gathers and
+    measures; the numbers must be those of one process (up to batched-kernel rounding)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    args = eval_args(run_dir, tmp_path / "one", "--classifier", str(classifier_file), "--num-samples", "30",
+                     "--device", "cpu", "--cache-dir", str(tmp_path / "cache"))
+    assert main(args) == 0
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    args = eval_args(run_dir, tmp_path / "two", "--classifier", str(classifier_file), "--num-samples", "30",
+                     "--device", "cpu", "--cache-dir", str(tmp_path / "cache2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node=2", "-m", "ddpm", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and any worker left behind
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("per-class accuracy") == 1, log[-3000:]  # rank 0 alone reports
+    one, two = (json.loads((tmp_path / n / "eval.json").read_text()) for n in ("one", "two"))
+    assert one["num_generated"] == two["num_generated"] == 30
+    m1, m2 = one["metrics"], two["metrics"]
+    assert m1["per_class_accuracy"] == pytest.approx(m2["per_class_accuracy"], abs=1e-6)
+    assert m1["accuracy"] == pytest.approx(m2["accuracy"], abs=1e-6)
+    for key in ("mean", "std"):
+        assert m1["classifier_score"][key] == pytest.approx(m2["classifier_score"][key], abs=1e-6)
+    assert m1["classifier_fid"] == pytest.approx(m2["classifier_fid"], rel=1e-4, abs=1e-4)

@@ -90,7 +90,19 @@ class TrainedModel:
         ids = self.class_ids(classes)
         cond = torch.tensor(ids).repeat_interleave(n)  # class-major: class 0 x n, class 1 x n, ...
         index = torch.arange(n).repeat(len(ids))  # image j of each class draws its noise from (seed, j)
+        return self.sample_pairs(cond, index, sampler=sampler, steps=steps, guidance=guidance, seed=seed, eta=eta,
+                                 variance=variance, batch_size=batch_size, progress=progress)
+
+    def sample_pairs(self, cond: torch.Tensor, index: torch.Tensor, *, sampler: str = "ddpm", steps: int | None = 50,
+                     guidance: float = 3.0, seed: int = 0, eta: float = 0.0, variance: str = "beta_tilde",
+                     batch_size: int = 64, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Image index[i] of class cond[i], for each i: the same image `sample` gives for that (class, j) pair, so a
+        subset of the pairs (one rank's share under torchrun) can be sampled on its own."""
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
         c = self.config.model
+        if len(cond) == 0:
+            return torch.empty(0, c.channels, c.image_size, c.image_size)
         out = []
         for start in range(0, len(cond), batch_size):
             stop = min(start + batch_size, len(cond))

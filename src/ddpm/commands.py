@@ -122,11 +122,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
-    classifier = load_classifier(args.classifier, device) if args.classifier else None
-    run = load_run(args.checkpoint, device=device)
-    _parent(args.out / "eval.json")
-    with _one_line_warnings():
-        result, images = evaluate(run, settings, classifier, args.cache_dir, log=(lambda _: None) if args.quiet else print)
+    import warnings
+
+    from .distributed import init, shutdown
+
+    world, device = init(device)  # under torchrun: each rank samples and extracts its share; rank 0 measures
+    try:
+        classifier = load_classifier(args.classifier, device) if args.classifier else None
+        run = load_run(args.checkpoint, device=device)
+        if world.is_main:
+            _parent(args.out / "eval.json")
+        with _one_line_warnings(), warnings.catch_warnings():
+            if not world.is_main:  # rank 0 alone reports
+                warnings.simplefilter("ignore")
+            result, images = evaluate(run, settings, classifier, args.cache_dir,
+                                      log=(lambda _: None) if args.quiet else print, world=world)
+    finally:
+        shutdown(world)
+    if result is None:  # not rank 0
+        return
     paths = write_report(result, images, args.out)
     print("\n".join(summary_lines(result)))
     for kind, path in paths.items():

@@ -113,6 +113,16 @@ def gather_objects(world: World, obj: Any) -> list[Any]:
     return out
 
 
+def gather_to_main(world: World, obj: Any) -> list[Any] | None:
+    """[obj of rank 0, obj of rank 1, ...] on rank 0, None on the others (e.g. each rank's share of generated
+    images and their features). The same caveat as gather_objects: our own processes' values only."""
+    if not world.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * world.world_size if world.is_main else None
+    dist.gather_object(obj, out, dst=0, group=world.control)
+    return out
+
+
 def broadcast_object(world: World, obj: Any) -> Any:
     """Rank 0's `obj` on every rank (e.g. which snapshot to resume from, so all ranks load the same file)."""
     if not world.distributed:

@@ -1,7 +1,11 @@
 """`ddpm eval` as a library call: sample N images of a trained run, class by class, then measure them against
 the real held-out images: FID/KID on Inception features, per-class accuracy, classifier score and
 classifier-feature FID with the domain classifier, and IS when Inception weights with logits are given.
-Every metric is timed; the reference side's features are cached (refcache.py)."""
+Every metric is timed; the reference side's features are cached (refcache.py).
+
+Under torchrun each rank samples a contiguous share of the N (class, j) pairs (image j of a class is seeded by
+(seed, j), so it is the same image whichever rank makes it) and extracts its features; rank 0 gathers them in
+order, extracts the reference features and alone computes the metrics."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 
 from ..api import TrainedModel
 from ..data import ImageData, load_dataset, to_uint8
+from ..distributed import World, gather_to_main
 from ..errors import UserError
 from . import metrics
 from .classifier import DomainClassifier
@@ -66,8 +71,13 @@ def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | 
 
 
 def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassifier | None = None,
-             cache_dir: Path | None = None, log: Progress = lambda _: None) -> tuple[dict[str, Any], torch.Tensor]:
-    """Returns (results as a JSON-ready dict, the generated uint8 images (N, C, H, W), class-major)."""
+             cache_dir: Path | None = None, log: Progress = lambda _: None,
+             world: World | None = None) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
+    """Returns (results as a JSON-ready dict, the generated uint8 images (N, C, H, W), class-major) on rank 0;
+    (None, None) on the other ranks of a torchrun world, which only sample and extract their share."""
+    world = world or World()
+    if not world.is_main:
+        log = lambda _: None  # noqa: E731
     if settings.num_samples < 2:
         raise UserError(f"--num-samples must be at least 2, got {settings.num_samples}")
     real = load_reference(run, settings, cache_dir)
@@ -88,15 +98,39 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
 
     t0 = time.perf_counter()
     log(f"sampling {per_class} images for each of {k} classes ({settings.sampler}, {settings.steps} steps, guidance {settings.guidance})")
-    x = run.sample(None, per_class, sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance,
-                   seed=settings.seed, eta=settings.eta, batch_size=settings.batch_size)
-    fake = to_uint8(x)  # (K * per_class, C, H, W), class-major
+    total = per_class * k
+    lo, hi = world.rank * total // world.world_size, (world.rank + 1) * total // world.world_size  # this rank's share
+    cond = torch.arange(k).repeat_interleave(per_class)[lo:hi]
+    index = torch.arange(per_class).repeat(k)[lo:hi]  # image j of each class, seeded by (seed, j)
+    mine = to_uint8(run.sample_pairs(cond, index, sampler=settings.sampler, steps=settings.steps,
+                                     guidance=settings.guidance, seed=settings.seed, eta=settings.eta,
+                                     batch_size=settings.batch_size))
+    gathered = _gather(world, mine)
+    fake = mine if gathered is None else gathered  # on rank 0: (K * per_class, C, H, W), class-major
     wanted = torch.arange(k).repeat_interleave(per_class)
     timings["sampling"] = time.perf_counter() - t0
 
     if classifier is not None:
+        t_clf = time.perf_counter()
+        probs = _gather(world, _extract(classifier.probabilities, mine, settings.batch_size))
+        fake_pooled = _gather(world, _extract(classifier.pooled_features, mine, 256))
+        t_clf = time.perf_counter() - t_clf
+    if settings.inception:
+        net = InceptionFeatures()
+        t_gen = time.perf_counter()
+        log(f"Inception features of {total} generated images")
+        gen = _gather(world, _extract(net, mine, 50))
+        t_gen = time.perf_counter() - t_gen
+    if is_net is not None:
+        t_is = time.perf_counter()
+        is_probs = _gather(world, _extract(is_net, mine, 50))
+        t_is = time.perf_counter() - t_is
+    if not world.is_main:
+        return None, None
+
+    if classifier is not None:
         t0 = time.perf_counter()
-        probs = extract(classifier.probabilities, fake, settings.batch_size).double()  # (N, K)
+        probs = probs.double()  # (N, K)
         acc = metrics.per_class_accuracy(probs.argmax(1), wanted, k)
         results["per_class_accuracy"] = dict(zip(run.class_names, acc))
         results["accuracy"] = float((probs.argmax(1) == wanted).double().mean())
@@ -105,20 +139,16 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["classifier_score"] = {"mean": mean, "std": std, "max": k}
         ref, _ = cached_features(classifier.name, real.images, lambda: extract(classifier.pooled_features, real.images, 256),
                                  cache_dir, meta={"split": settings.split})
-        results["classifier_fid"] = metrics.frechet_distance(ref, extract(classifier.pooled_features, fake, 256))
-        timings["classifier"] = time.perf_counter() - t0
+        results["classifier_fid"] = metrics.frechet_distance(ref, fake_pooled)
+        timings["classifier"] = t_clf + time.perf_counter() - t0
 
     if settings.inception:
-        net = InceptionFeatures()
         t0 = time.perf_counter()
         log(f"Inception features of {len(real)} real images (cached after the first time)")
         ref, hit = cached_features(net.name, real.images, lambda: extract(net, real.images, 50), cache_dir,
                                    meta={"split": settings.split})
         timings["inception_reference" + ("_cached" if hit else "")] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        log(f"Inception features of {len(fake)} generated images")
-        gen = extract(net, fake, 50)
-        timings["inception_generated"] = time.perf_counter() - t0
+        timings["inception_generated"] = t_gen
         t0 = time.perf_counter()
         results["fid"] = metrics.frechet_distance(ref, gen)
         timings["fid"] = time.perf_counter() - t0
@@ -130,9 +160,9 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
 
     if is_net is not None:
         t0 = time.perf_counter()
-        mean, std = metrics.inception_score(extract(is_net, fake, 50), splits=min(10, len(fake)), seed=settings.seed)
+        mean, std = metrics.inception_score(is_probs, splits=min(10, len(fake)), seed=settings.seed)
         results["inception_score"] = {"mean": mean, "std": std}
-        timings["inception_score"] = time.perf_counter() - t0
+        timings["inception_score"] = t_is + time.perf_counter() - t0
 
     if "fid" in results or "classifier_fid" in results:
         n = min(len(fake), len(real))
@@ -140,3 +170,16 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
             out["warnings"].append(f"FID and KID from {len(fake)} generated and {len(real)} real images: FID is biased "
                                    f"upward at small N (KID is not, but is noisy); compare numbers only at equal N")
     return out, fake
+
+
+def _extract(fn, images: torch.Tensor, batch_size: int) -> torch.Tensor | None:
+    """extract() on this rank's share; None for an empty share (more ranks than images)."""
+    return extract(fn, images, batch_size) if len(images) else None
+
+
+def _gather(world: World, mine: torch.Tensor | None) -> torch.Tensor | None:
+    """Every rank's share concatenated in rank order on rank 0 (the global order); None on the other ranks."""
+    shares = gather_to_main(world, mine)
+    if shares is None:
+        return None
+    return torch.cat([s for s in shares if s is not None])

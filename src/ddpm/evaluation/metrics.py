@@ -52,10 +52,14 @@ def _check(features: torch.Tensor, name: str, minimum: int = 2) -> torch.Tensor:
     return features.double()  # (N, D) float64
 
 
+# Every metric below is built with sync_on_compute=False: under torchrun rank 0 alone calls them, on features it has
+# already gathered, and torchmetrics' own cross-process sync would wait for ranks that never come.
+
+
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """FID between two feature sets real (N, D) and fake (M, D), with N, M >= 2, in float64."""
     real, fake = _check(real, "real features"), _check(fake, "generated features")
-    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), reset_real_features=False)
+    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), reset_real_features=False, sync_on_compute=False)
     metric.update(real, real=True)  # accumulates sum x and sum x x^T in float64
     metric.update(fake, real=False)
     return float(metric.compute())
@@ -68,7 +72,7 @@ def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: i
     size = min(subset_size, real.shape[0], fake.shape[0])
     with _quiet():
         metric = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
-                                         reset_real_features=False)
+                                         reset_real_features=False, sync_on_compute=False)
         metric.update(real, real=True)
         metric.update(fake, real=False)
         with torch.random.fork_rng(devices=[]):
@@ -86,7 +90,7 @@ def inception_score(probs: torch.Tensor, splits: int = 10, seed: int = 0) -> tup
         raise ValueError("class probabilities must be non-negative rows that sum to 1")
     logits = probs.clamp_min(1e-30).log()  # softmax(log p) = p
     with _quiet():
-        metric = InceptionScore(feature=Precomputed(probs.shape[1]), splits=splits)
+        metric = InceptionScore(feature=Precomputed(probs.shape[1]), splits=splits, sync_on_compute=False)
         metric.update(logits)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the split order is a torch.randperm draw
