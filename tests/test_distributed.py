@@ -130,7 +130,7 @@ def test_sigterm_writes_a_snapshot_exits_cleanly_and_the_next_start_resumes(refe
     assert EVERY <= stopped_at < STEPS and not (out / "checkpoint.safetensors").exists()
     code, log = run(train_cmd(out))
     assert code == 0, log[-3000:]
-    assert f"at step {stopped_at}" in log
+    assert f"at step {stopped_at}" in log, log[-3000:]
     assert_bitwise_equal(reference, out)
 
 

@@ -117,10 +117,14 @@ def load_snapshot(path: Path, verify: bool = True) -> Snapshot:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(9)
     except OSError as e:
         raise SnapshotError(f"cannot read snapshot {path}: {e.strerror}") from None
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{". Only a file that is not that
+    # is judged by its first bytes (pickle protocol 2+ starts 0x80; torch.save's zip starts PK): a header length
+    # whose low byte is 0x80 is a valid snapshot, not a pickle.
+    looks_like_safetensors = head[8:9] == b"{"
+    if not looks_like_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise SnapshotError(f"{path} is a pickle / torch.save file, not a ddpm snapshot; refused: ddpm never unpickles "
                             "files (unpickling can run code)")
     try:
