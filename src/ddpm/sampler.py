@@ -22,9 +22,14 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
 
 
+def mixed_seed(*ints: int) -> int:
+    """An independent 63-bit seed per tuple of non-negative integers (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(ints)).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
+
+
 def sample_seed(seed: int, index: int) -> int:
-    """Seed of image `index` in a run with seed `seed`: independent streams via numpy's SeedSequence."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
+    """Seed of image `index` in a run with seed `seed`."""
+    return mixed_seed(seed, index)
 
 
 class PerSampleNoise:

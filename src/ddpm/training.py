@@ -27,7 +27,7 @@ from .diffusion import diffusion_loss, sample_timesteps
 from .errors import UserError
 from .guidance import drop_condition
 from .network import UNet, count_parameters
-from .sampler import PerSampleNoise, sample
+from .sampler import PerSampleNoise, mixed_seed, sample
 from .schedule import NoiseSchedule
 from .snapshot import Snapshot, SnapshotError, flatten_optimizer, save_snapshot, unflatten_optimizer
 
@@ -110,11 +110,6 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._saved.items():
             signal.signal(s, handler)  # type: ignore[arg-type]
-
-
-def mixed_seed(*ints: int) -> int:
-    """An independent 63-bit seed per tuple of non-negative integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(ints)).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
 
 
 _SAMPLES, _RANKS = 0, 1  # stream ids under (seed, 0x7452, ...): per-sample draws, per-rank global RNG
