@@ -23,12 +23,14 @@ def drop_condition(cond: torch.Tensor, null_id: int, p: float, generator: torch.
     return torch.where(drop.to(cond.device), torch.full_like(cond, null_id), cond)
 
 
-def guided_eps(model: EpsModel, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, null_id: int, w: float) -> torch.Tensor:
+def guided_eps(model: EpsModel, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, null_id: int | torch.Tensor,
+               w: float) -> torch.Tensor:
     """eps_uncond + w (eps_cond - eps_uncond); both branches in one batched forward of size 2B.
-    w = 1 and w = 0 need only one branch and skip the other."""
+    w = 1 and w = 0 need only one branch and skip the other. A tensor null_id (B,) of class ids is a negative prompt:
+    eps_neg + w (eps_cond - eps_neg), guiding away from those classes instead of from the unconditional model."""
     if w == 1.0:
         return model(x, t, cond)
-    null = torch.full_like(cond, null_id)
+    null = null_id.to(cond.device) if isinstance(null_id, torch.Tensor) else torch.full_like(cond, null_id)
     if w == 0.0:
         return model(x, t, null)
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
