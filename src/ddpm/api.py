@@ -20,7 +20,7 @@ from .config import RunConfig
 from .data import to_uint8
 from .errors import UserError
 from .network import UNet
-from .sampler import PerSampleNoise, sample
+from .sampler import PerSampleNoise, StepCallback, sample
 from .schedule import NoiseSchedule
 
 ClassSpec = str | int
@@ -78,11 +78,13 @@ class TrainedModel:
         variance: str = "beta_tilde",
         batch_size: int = 64,
         progress: Callable[[int], None] | None = None,
+        callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1]. Defaults: 50 strided
         ancestral steps at guidance 3 (steps=None: every one of the T steps for ddpm, 50 for ddim).
         Image j of a class starts from noise seeded by (seed, j): it does not depend on batch_size, on n, or on
-        which other classes are asked for, and image j of every class shares its noise (compare classes)."""
+        which other classes are asked for, and image j of every class shares its noise (compare classes).
+        progress(images) after each batch; callback(t, x_t, x0_hat) after each step of each batch (trajectory.py)."""
         if n < 1:
             raise UserError(f"-n must be at least 1, got {n}")
         if batch_size < 1:
@@ -91,11 +93,12 @@ class TrainedModel:
         cond = torch.tensor(ids).repeat_interleave(n)  # class-major: class 0 x n, class 1 x n, ...
         index = torch.arange(n).repeat(len(ids))  # image j of each class draws its noise from (seed, j)
         return self.sample_pairs(cond, index, sampler=sampler, steps=steps, guidance=guidance, seed=seed, eta=eta,
-                                 variance=variance, batch_size=batch_size, progress=progress)
+                                 variance=variance, batch_size=batch_size, progress=progress, callback=callback)
 
     def sample_pairs(self, cond: torch.Tensor, index: torch.Tensor, *, sampler: str = "ddpm", steps: int | None = 50,
                      guidance: float = 3.0, seed: int = 0, eta: float = 0.0, variance: str = "beta_tilde",
-                     batch_size: int = 64, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+                     batch_size: int = 64, progress: Callable[[int], None] | None = None,
+                     callback: StepCallback | None = None) -> torch.Tensor:
         """Image index[i] of class cond[i], for each i: the same image `sample` gives for that (class, j) pair, so a
         subset of the pairs (one rank's share under torchrun) can be sampled on its own."""
         if batch_size < 1:
@@ -108,7 +111,8 @@ class TrainedModel:
             stop = min(start + batch_size, len(cond))
             x = sample(self.model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
                        PerSampleNoise(seed, index[start:stop].tolist()), sampler=sampler, steps=steps,
-                       guidance=guidance, null_id=self.model.null_class, eta=eta, variance=variance, device=self.device)
+                       guidance=guidance, null_id=self.model.null_class, eta=eta, variance=variance, device=self.device,
+                       callback=callback)
             out.append(x.cpu())
             if progress is not None:
                 progress(stop - start)
