@@ -12,3 +12,31 @@ def tiny_config(steps: int = 30, **train) -> RunConfig:
                                     save_every=0, precision="fp32"), **train}),
         data=DataConfig(source="builtin:animal-shapes"),
     )
+
+
+def untrained_run(out, num_classes: int = 10):
+    """A run directory holding a randomly initialised tiny model (no training, no dataset read): for tests of what
+    sits around the model (web UI, pages, pictures). The layers the UNet zero-initialises are drawn at random too, so
+    the output depends on the class. Returns out."""
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from ddpm.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from ddpm.network import UNet
+
+    names = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"][:num_classes]
+    config = tiny_config()
+    config.data.class_names, config.model.num_classes = names, len(names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = UNet(config.model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0, 0.05)
+    config.save(out / "config.json")
+    save_checkpoint(out / CHECKPOINT_NAME, config, model, copy.deepcopy(model), 0)
+    return out

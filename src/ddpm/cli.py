@@ -117,7 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per network call")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG, one row per class")
     p.add_argument("--scale", type=positive_int, default=2, help="nearest-neighbour upscaling of the grid")
+    p.add_argument("--trajectory", type=Path, default=None,
+                   help="also write the denoising as an animated GIF (x_t beside predicted x_0) and a PNG strip of x_0 predictions")
     _add_common(p)
+
+    p = sub.add_parser("serve", help="a web page on this machine to generate images from a trained run", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port to listen on")
+    p.add_argument("--max-queue", type=positive_int, default=8, help="requests that may wait; more are refused (HTTP 429)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
 
     p = sub.add_parser("noise", help="animate an image destroyed step by step under each schedule", formatter_class=fmt)
     p.add_argument("--image", type=Path, default=None, help="an image file (default: a zebra of the built-in dataset)")

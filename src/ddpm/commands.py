@@ -62,22 +62,38 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
     from .api import load_run
+    from .progress import SamplingBar, chain
+    from .trajectory import Trajectory, save_trajectory
     from .visual import make_grid
 
+    if args.trajectory and args.trajectory.suffix.lower() != ".gif":
+        raise UserError(f"--trajectory {args.trajectory}: give a .gif path (the x_0 strip PNG is written beside it)")
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     ids = run.class_ids(args.prompt or None)
-    with tqdm(total=len(ids) * args.n, desc="sample", unit="img", disable=args.quiet) as bar:
+    labels = [run.class_names[i] for i in ids]
+    traj = Trajectory(args.steps) if args.trajectory else None
+    with SamplingBar(len(ids) * args.n, args.batch_size, args.steps, enabled=not args.quiet) as bar:
         x = run.sample(ids, args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                       eta=args.eta, variance=args.variance, batch_size=args.batch_size, progress=bar.update)
+                       eta=args.eta, variance=args.variance, batch_size=args.batch_size, callback=chain(bar, traj))
     from .data import to_uint8
 
-    grid = make_grid(to_uint8(x), nrow=args.n, labels=[run.class_names[i] for i in ids], scale=args.scale)
+    grid = make_grid(to_uint8(x), nrow=args.n, labels=labels, scale=args.scale)
     _parent(args.out)
     grid.save(args.out)
     print(f"grid: {args.out}")
+    if traj is not None:
+        _parent(args.trajectory)
+        for kind, path in save_trajectory(traj, args.trajectory, args.n, labels, args.scale).items():
+            print(f"{kind}: {path}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .api import load_run
+    from .serve import serve
+
+    run = load_run(args.checkpoint, device=resolve_device(args.device))
+    serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue)
 
 
 def cmd_noise(args: argparse.Namespace) -> None:

@@ -1,0 +1,91 @@
+"""One generation for the web UI: sample with progress and x0 previews, then PNGs that carry their settings.
+
+Image j of a request with seed s starts from the noise of (s, j), exactly as `ddpm sample`: the same prompt, seed,
+sampler, steps and guidance give the same pictures in the browser and on the command line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from ..api import TrainedModel
+from ..data import to_uint8
+from ..sampler import PerSampleNoise, sample
+from ..visual import make_grid, panel_scale, upscale
+from .prompt import Conditioning
+from .request import GenerateRequest
+
+GRID_CELL_PX = 96  # images are upscaled (nearest neighbour) to about this size in the grid
+SINGLE_PX = 256  # ... and to about this size as single downloads
+PREVIEWS = 25  # at most this many x0 previews per job
+SETTINGS_KEY = "parameters"  # the PNG text chunk holding the settings as JSON
+
+
+@dataclass
+class Generation:
+    """The finished pictures (PNG bytes) and the settings written into each."""
+
+    grid: bytes
+    images: list[bytes]
+    settings: dict[str, Any]
+
+
+def png_bytes(image: Image.Image, settings: dict[str, Any] | None = None) -> bytes:
+    """PNG-encode `image`, with `settings` as JSON in a tEXt chunk named SETTINGS_KEY."""
+    info = None
+    if settings is not None:
+        info = PngInfo()
+        info.add_text(SETTINGS_KEY, json.dumps(settings))
+        info.add_text("Software", "ddpm")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def read_settings(png: bytes) -> dict[str, Any]:
+    """The settings a PNG from `generate` carries."""
+    with Image.open(io.BytesIO(png)) as im:
+        return json.loads(im.text[SETTINGS_KEY])
+
+
+def grid_columns(n: int) -> int:
+    return math.ceil(math.sqrt(n))
+
+
+def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, checkpoint: str,
+             report: Callable[[int, bytes | None], None] = lambda step, preview: None) -> Generation:
+    """Draw request.n images of cond's class. report(step, preview PNG or None) after each denoising step."""
+    n, c = request.n, run.config.model
+    labels = torch.full((n,), cond.class_id, dtype=torch.long)
+    null: int | torch.Tensor = run.model.null_class if cond.negative_id is None else torch.full((n,), cond.negative_id)
+    every = max(1, math.ceil(request.steps / PREVIEWS))
+    cols, grid_scale = grid_columns(n), panel_scale(c.image_size, GRID_CELL_PX)
+    done = 0
+
+    def callback(t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        nonlocal done
+        done += 1
+        preview = None
+        if done % every == 0 or done == request.steps:
+            preview = png_bytes(make_grid(to_uint8(x0_hat.float().cpu()), nrow=cols, scale=grid_scale))
+        report(done, preview)
+
+    x = sample(run.model, run.schedule, labels, (c.channels, c.image_size, c.image_size), PerSampleNoise(request.seed, range(n)),
+               sampler=request.sampler, steps=request.steps, guidance=request.guidance, null_id=null, device=run.device,
+               callback=callback)
+    images = to_uint8(x.cpu())  # (n, C, H, W)
+    settings = {**request.to_dict(), "class": cond.label, "negative_class": cond.negative_label,
+                "checkpoint": checkpoint, "checkpoint_step": run.step, "image_size": c.image_size}
+    grid = png_bytes(make_grid(images, nrow=cols, scale=grid_scale), {**settings, "grid_columns": cols})
+    single_scale = panel_scale(c.image_size, SINGLE_PX)
+    singles = [png_bytes(make_grid(upscale(images[j:j + 1], single_scale), nrow=1, pad=0), {**settings, "index": j})
+               for j in range(n)]
+    return Generation(grid, singles, settings)
