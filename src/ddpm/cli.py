@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", type=Path, default=None, help="a TorchScript Inception with class logits (NVlabs' inception-2015-12-05.pt) for the standard IS")
     p.add_argument("--no-inception", action="store_true", help="skip FID/KID on Inception features (slow on a CPU)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference features (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
-    p.add_argument("--out", type=Path, default=Path("eval"), help="folder for eval.json, report.md and samples.png")
+    p.add_argument("--out", type=Path, default=Path("eval"), help="folder for eval.json, report.md, report.html and the grids")
+    p.add_argument("--json", action="store_true", help="print eval.json to stdout (messages and progress go to stderr)")
     _add_common(p)
 
     p = sub.add_parser("classifier", help="the domain classifier that ddpm eval uses", formatter_class=fmt)

@@ -127,6 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
     from .api import load_run
     from .evaluation.classifier import load_classifier
     from .evaluation.evaluate import EvalSettings, default_num_samples, evaluate
@@ -151,13 +153,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
         with _one_line_warnings(), warnings.catch_warnings():
             if not world.is_main:  # rank 0 alone reports
                 warnings.simplefilter("ignore")
-            result, images = evaluate(run, settings, classifier, args.cache_dir,
-                                      log=(lambda _: None) if args.quiet else print, world=world)
+            result, images = evaluate(run, settings, classifier, args.cache_dir, log=_log(args.quiet, args.json),
+                                      world=world, progress=not args.quiet)
     finally:
         shutdown(world)
     if result is None:  # not rank 0
         return
     paths = write_report(result, images, args.out)
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=True))
+        return
     print("\n".join(summary_lines(result)))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -168,7 +173,8 @@ def cmd_classifier(args: argparse.Namespace) -> None:
     from .evaluation.classifier import holdout, save_classifier, train_classifier
 
     with _one_line_warnings():
-        train = load_dataset(args.data, args.image_size, args.channels, "train", cache_dir=args.cache_dir)
+        train = load_dataset(args.data, args.image_size, args.channels, "train", cache_dir=args.cache_dir,
+                             progress=not args.quiet)
         if args.data.startswith("builtin:"):  # a fixed test split
             test = load_dataset(args.data, args.image_size, args.channels, "test", cache_dir=args.cache_dir)
         else:
@@ -179,6 +185,15 @@ def cmd_classifier(args: argparse.Namespace) -> None:
     path = save_classifier(model, args.out)
     print(f"held-out accuracy: {model.config.test_accuracy:.1%} on {len(test)} test images")
     print(f"classifier: {path}")
+
+
+def _log(quiet: bool, to_stderr: bool):
+    """Where progress messages go: nowhere (--quiet), stderr (--json keeps stdout for the JSON) or stdout."""
+    import sys
+
+    if quiet:
+        return lambda _: None
+    return (lambda line: print(line, file=sys.stderr)) if to_stderr else print
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from ..api import TrainedModel
 from ..data import ImageData, load_dataset, to_uint8
 from ..distributed import World, gather_to_main
 from ..errors import UserError
+from ..progress import SamplingBar, bar
 from . import metrics
 from .classifier import DomainClassifier
 from .features import InceptionFeatures, InceptionProbabilities, extract
@@ -54,12 +55,14 @@ class EvalSettings:
 Progress = Callable[[str], None]
 
 
-def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | None = None) -> ImageData:
-    """The real images to compare against, at the run's image size and channels (the `test` split)."""
+def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | None = None,
+                   progress: bool = False) -> ImageData:
+    """The real images to compare against, at the run's image size and channels (the `test` split); `progress`: a bar
+    while a folder is decoded into the cache the first time."""
     c = run.config.model
     source = settings.data or run.config.data.source
     data = load_dataset(source, c.image_size, c.channels, settings.split, options=None if settings.data else run.config.data,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, progress=progress)
     if len(data) == 0:
         raise UserError(f"{source} holds no images to compare against")
     if tuple(data.images.shape[1:]) != (c.channels, c.image_size, c.image_size):
@@ -72,15 +75,17 @@ def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | 
 
 def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassifier | None = None,
              cache_dir: Path | None = None, log: Progress = lambda _: None,
-             world: World | None = None) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
+             world: World | None = None, progress: bool = False) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
     """Returns (results as a JSON-ready dict, the generated uint8 images (N, C, H, W), class-major) on rank 0;
-    (None, None) on the other ranks of a torchrun world, which only sample and extract their share."""
+    (None, None) on the other ranks of a torchrun world, which only sample and extract their share.
+    `progress`: bars with an ETA for sampling and feature extraction (rank 0's share under torchrun)."""
     world = world or World()
     if not world.is_main:
         log = lambda _: None  # noqa: E731
+        progress = False
     if settings.num_samples < 2:
         raise UserError(f"--num-samples must be at least 2, got {settings.num_samples}")
-    real = load_reference(run, settings, cache_dir)
+    real = load_reference(run, settings, cache_dir, progress)
     if classifier is not None:
         cc, mc = classifier.config, run.config.model
         if (cc.image_size, cc.channels) != (mc.image_size, mc.channels):
@@ -102,9 +107,10 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     lo, hi = world.rank * total // world.world_size, (world.rank + 1) * total // world.world_size  # this rank's share
     cond = torch.arange(k).repeat_interleave(per_class)[lo:hi]
     index = torch.arange(per_class).repeat(k)[lo:hi]  # image j of each class, seeded by (seed, j)
-    mine = to_uint8(run.sample_pairs(cond, index, sampler=settings.sampler, steps=settings.steps,
-                                     guidance=settings.guidance, seed=settings.seed, eta=settings.eta,
-                                     batch_size=settings.batch_size))
+    with SamplingBar(len(cond), settings.batch_size, settings.steps, "eval: sample", progress) as step_bar:
+        mine = to_uint8(run.sample_pairs(cond, index, sampler=settings.sampler, steps=settings.steps,
+                                         guidance=settings.guidance, seed=settings.seed, eta=settings.eta,
+                                         batch_size=settings.batch_size, callback=step_bar))
     gathered = _gather(world, mine)
     fake = mine if gathered is None else gathered  # on rank 0: (K * per_class, C, H, W), class-major
     wanted = torch.arange(k).repeat_interleave(per_class)
@@ -119,7 +125,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         net = InceptionFeatures()
         t_gen = time.perf_counter()
         log(f"Inception features of {total} generated images")
-        gen = _gather(world, _extract(net, mine, 50))
+        gen = _gather(world, _extract(net, mine, 50, "eval: Inception features of generated images", progress))
         t_gen = time.perf_counter() - t_gen
     if is_net is not None:
         t_is = time.perf_counter()
@@ -145,8 +151,9 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     if settings.inception:
         t0 = time.perf_counter()
         log(f"Inception features of {len(real)} real images (cached after the first time)")
-        ref, hit = cached_features(net.name, real.images, lambda: extract(net, real.images, 50), cache_dir,
-                                   meta={"split": settings.split})
+        ref, hit = cached_features(net.name, real.images,
+                                   lambda: _extract(net, real.images, 50, "eval: Inception features of real images", progress),
+                                   cache_dir, meta={"split": settings.split})
         timings["inception_reference" + ("_cached" if hit else "")] = time.perf_counter() - t0
         timings["inception_generated"] = t_gen
         t0 = time.perf_counter()
@@ -172,9 +179,12 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     return out, fake
 
 
-def _extract(fn, images: torch.Tensor, batch_size: int) -> torch.Tensor | None:
-    """extract() on this rank's share; None for an empty share (more ranks than images)."""
-    return extract(fn, images, batch_size) if len(images) else None
+def _extract(fn, images: torch.Tensor, batch_size: int, desc: str = "", progress: bool = False) -> torch.Tensor | None:
+    """extract() on this rank's share, with a bar when `progress`; None for an empty share (more ranks than images)."""
+    if not len(images):
+        return None
+    with bar(len(images), desc, "img", progress) as b:
+        return extract(fn, images, batch_size, progress=b.update)
 
 
 def _gather(world: World, mine: torch.Tensor | None) -> torch.Tensor | None:

@@ -1,0 +1,104 @@
+"""The HTML pages: a run's index.html and the eval report's report.html parse, show what exists and link only to
+files that exist; `ddpm eval --json` prints eval.json."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ddpm.api import train_run
+from ddpm.cli import main
+from ddpm.pages import run_index, write_run_index
+
+from helpers import tiny_config
+
+
+class Links(HTMLParser):
+    """Every href and src of a page, and its title; fails on unbalanced tags."""
+
+    VOID = {"img", "meta", "br", "link", "input", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.stack: list[str] = []
+        self.title = ""
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+        self.links += [v for k, v in attrs if k in ("href", "src") and v]
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "title":
+            self.title += data
+
+
+def parse(path: Path) -> Links:
+    links = Links()
+    links.feed(path.read_text())
+    links.close()
+    assert not links.stack, f"unclosed tags {links.stack}"
+    return links
+
+
+def assert_links_exist(page: Path) -> list[str]:
+    links = parse(page).links
+    for link in links:
+        assert not link.startswith(("http:", "https:", "//")), f"{page} fetches {link} from the network"
+        assert (page.parent / link).is_file(), f"{page} links to {link}, which does not exist"
+    return links
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pages") / "run"
+    train_run(tiny_config(steps=3), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir):
+    """`ddpm eval --json --out RUN/eval` on the tiny run: (its folder, what it printed on stdout)."""
+    out, stdout = run_dir / "eval", io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["eval", "--checkpoint", str(run_dir), "--num-samples", "20", "--steps", "2", "--no-inception",
+                     "--quiet", "--json", "--out", str(out)]) == 0
+    return out, stdout.getvalue()
+
+
+def test_eval_json_and_report_pages(evaluated):
+    out, printed = evaluated
+    assert json.loads(printed) == json.loads((out / "eval.json").read_text())  # stdout holds the JSON alone
+    links = assert_links_exist(out / "report.html")
+    assert "samples.png" in links and "eval.json" in links
+    assert sum(link.startswith("classes/") for link in links) == 2 * 10  # each class's grid, linked and shown
+    with Image.open(out / "classes" / "9-zebra.png") as im:
+        assert im.width > im.height > 0
+    assert "classes/9-zebra.png" in (out / "report.md").read_text()
+
+
+def test_run_index_links_what_exists(run_dir, evaluated):
+    from ddpm.visual import plot_training_curve
+
+    assert "samples.png" not in run_index(run_dir)  # nothing drawn yet: nothing linked
+    assert main(["sample", "--checkpoint", str(run_dir), "cat", "-n", "2", "--steps", "3", "--quiet", "--out",
+                 str(run_dir / "samples.png"), "--trajectory", str(run_dir / "trajectory.gif")]) == 0
+    plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png")
+    index = write_run_index(run_dir)
+    links = assert_links_exist(index)
+    assert parse(index).title == f"ddpm run: {run_dir.name}"
+    for name in ("samples.png", "trajectory.gif", "trajectory_x0.png", "training_curve.png", "config.json"):
+        assert name in links
+    assert "eval/eval.json" in links and "eval/report.html" in links  # the eval numbers, and its report
+    assert "generated / real images" in index.read_text()
