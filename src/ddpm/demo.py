@@ -45,18 +45,27 @@ def free_run_dir(out: Path) -> Path:
 
 
 def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
-    """Train, draw a grid with one row per class, animate the noising; return the paths of what was written."""
+    """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
+    page linking them all; return the paths of what was written."""
     from .api import train_run
     from .noising import noising_command
+    from .pages import write_run_index
+    from .progress import SamplingBar, chain
+    from .trajectory import Trajectory, save_trajectory
     from .visual import make_grid, plot_training_curve
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)
-    x = run.sample(None, PER_CLASS, sampler=DEMO_SAMPLER, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=0)
+    traj = Trajectory(DEMO_SAMPLE_STEPS, max_frames=25)
+    with SamplingBar(len(run.class_names) * PER_CLASS, 64, DEMO_SAMPLE_STEPS, enabled=progress) as bar:
+        x = run.sample(None, PER_CLASS, sampler=DEMO_SAMPLER, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=0,
+                       batch_size=64, callback=chain(bar, traj))
     grid = out / "samples.png"
     make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
     paths = {"samples grid": grid}
+    paths.update(save_trajectory(traj, out / "trajectory.gif", PER_CLASS, run.class_names, scale=1))
     paths.update(noising_command(None, ["linear", "cosine"], 1000, 64, 40, 0, out / "noising.gif"))
     paths["training curve"] = plot_training_curve(out / "metrics.jsonl", out / "training_curve.png")
+    paths["index page"] = write_run_index(out)
     paths["run directory"] = out
     return paths
