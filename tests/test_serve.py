@@ -244,3 +244,35 @@ def _until(condition, timeout: float = 30.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("timed out waiting for a condition")
         time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------------------------ the command
+
+
+def test_ddpm_serve_prints_a_working_url_and_refuses_a_busy_port(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    run_dir = untrained_run(tmp_path / "run")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ddpm", "serve", "--checkpoint", str(run_dir), "--port", str(port),
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"ddpm web UI: http://127.0.0.1:{port}/"), line + proc.stderr.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=30) as r:
+            assert json.load(r)["classes"][2] == "cat"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert b'id="generate"' in r.read()
+        busy = subprocess.run([sys.executable, "-m", "ddpm", "serve", "--checkpoint", str(run_dir), "--port",
+                               str(port)], capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2 and "Traceback" not in busy.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and len(busy.stderr.strip().splitlines()) == 1
+    finally:
+        proc.terminate()
+        proc.wait(30)

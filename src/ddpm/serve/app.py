@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -183,9 +185,16 @@ def serve(run: TrainedModel, checkpoint: str, host: str = "127.0.0.1", port: int
     import uvicorn
 
     check_port(host, port)
-    app = create_app(run, checkpoint, max_waiting=max_waiting)
+    server = uvicorn.Server(uvicorn.Config(create_app(run, checkpoint, max_waiting=max_waiting), host=host, port=port,
+                                           log_level="warning"))
     shown = f"[{host}]" if ":" in host else host
-    print(f"ddpm web UI: http://{shown}:{port}/  (model {checkpoint}, step {run.step}; Ctrl-C to stop)", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.stderr.write(f"ddpm serve: warning: listening on {host}: anyone who can reach this machine can use it\n")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    def announce() -> None:  # once the socket listens, so the printed URL works when it appears
+        while not server.started:
+            time.sleep(0.05)
+        print(f"ddpm web UI: http://{shown}:{port}/  (model {checkpoint}, step {run.step}; Ctrl-C to stop)", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            sys.stderr.write(f"ddpm serve: warning: listening on {host}: anyone who can reach this machine can use it\n")
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
