@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,7 +91,7 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
     def info() -> dict[str, Any]:
         return {"classes": run.class_names, "aliases": run.config.data.aliases, "samplers": list(SAMPLERS),
                 "defaults": {**DEFAULTS.to_dict(), "steps": min(DEFAULTS.steps, limits.max_steps)},
-                "limits": limits.__dict__, "checkpoint": checkpoint, "step": run.step,
+                "limits": asdict(limits), "checkpoint": checkpoint, "step": run.step,
                 "image_size": run.config.model.image_size, "waiting": queue.waiting()}
 
     @app.post("/api/jobs", status_code=202)
