@@ -123,7 +123,8 @@ def test_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "2", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for name in ("samples.png", "noising.gif", "noising_strip.png", "noising_alpha_bar.png", "training_curve.png"):
+    for name in ("samples.png", "noising.gif", "noising_strip.png", "noising_alpha_bar.png", "training_curve.png",
+                 "trajectory.gif", "trajectory_x0.png", "index.html"):
         assert (out / name).is_file(), name
         assert str(out / name) in printed
     with Image.open(out / "samples.png") as im:
