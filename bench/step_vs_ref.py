@@ -58,6 +58,7 @@ def make_step(pkg: ModuleType, size: int, batch: int):
             loss, _ = pkg.diffusion.diffusion_loss(model, schedule, x0, cond, t, noise, d.loss_weighting, d.min_snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # the clip call as each tree's trainer makes it (foreach=True since the issue-7 changes)
         clip_kw = {"foreach": True} if "foreach=True" in Path(pkg.training.__file__).read_text() else {}
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip, **clip_kw)
         opt.step()
