@@ -51,6 +51,17 @@ def test_train_smoke(tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
+def test_train_grad_checkpointing_flag_is_recorded(tmp_path):
+    import json
+
+    out = tmp_path / "ck"
+    code = main(["train", "--out", str(out), "--image-size", "16", "--base-channels", "8", "--channel-mults", "1,2",
+                 "--num-res-blocks", "1", "--attention-resolutions", "8", "--timesteps", "50", "--steps", "1",
+                 "--batch-size", "2", "--quiet", "--precision", "fp32", "--grad-checkpointing"])
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["model"]["checkpointing"] is True
+
+
 def test_sample_smoke_with_names_and_indices(run_dir, tmp_path, capsys):
     out = tmp_path / "grid.png"
     code = main(["sample", "--checkpoint", str(run_dir), "zebra", "0", "-n", "3", "--steps", "4", "--out", str(out),

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -67,3 +69,57 @@ def test_timestep_embedding_is_sinusoidal():
     freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(4) / 4)
     assert torch.allclose(emb[1, :4], torch.cos(7 * freqs), atol=1e-6)
     assert torch.allclose(emb[1, 4:], torch.sin(7 * freqs), atol=1e-6)
+
+
+def _gradients(model: UNet, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    model(x, t, c).pow(2).mean().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """Recomputing each block in backward (less memory) must not change the function or its gradients."""
+    config = tiny(dropout=0.2)
+    torch.manual_seed(0)
+    plain = UNet(config)
+    for p in plain.parameters():  # non-zero output layers, so every parameter gets a gradient
+        torch.nn.init.normal_(p, std=0.05)
+    ckpt = UNet(tiny(dropout=0.2, checkpointing=True))
+    ckpt.load_state_dict(plain.state_dict())
+    x, t, c = torch.randn(3, 1, 32, 32), torch.tensor([1, 500, 999]), torch.tensor([0, 2, 3])
+    torch.manual_seed(1)  # the same dropout masks in both runs; checkpointing replays them in the recomputation
+    expected = _gradients(plain, x, t, c)
+    torch.manual_seed(1)
+    got = _gradients(ckpt, x, t, c)
+    assert all(g.abs().sum() > 0 for g in expected)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_checkpointing_round_trips_through_the_config_and_old_configs_load():
+    from ddpm.config import RunConfig
+
+    config = RunConfig(model=tiny(checkpointing=True))
+    assert RunConfig.from_dict(json.loads(config.to_json())).model.checkpointing is True
+    old = json.loads(RunConfig().to_json())
+    del old["model"]["checkpointing"]  # a config written before the option existed
+    assert RunConfig.from_dict(old).model.checkpointing is False
+
+
+def test_cpu_training_attention_matches_the_fused_kernel():
+    """bf16 training on CPU takes the explicit softmax(q k^T / sqrt(d)) v path (faster backward); it must agree
+    with torch's fused kernel in value and gradient to bf16 precision."""
+    from ddpm.network import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 49, 16) for _ in range(3))
+    g = torch.randn(2, 4, 49, 16)
+    leaves = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+    out = attend(*leaves)
+    out.backward(g.to(torch.bfloat16))
+    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves)
+    ref.backward(g)
+    torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
+    for a, b in zip(leaves, ref_leaves):
+        torch.testing.assert_close(a.grad.float(), b.grad, rtol=0.05, atol=0.05)

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-res-blocks", type=positive_int, default=m.num_res_blocks, help="residual blocks per level")
     p.add_argument("--attention-resolutions", type=int_list, default=m.attention_resolutions, help="feature-map sizes with self-attention")
     p.add_argument("--dropout", type=probability, default=m.dropout, help="dropout in residual blocks")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute activations in backward: less memory for large models, about 1/3 more compute")
     p.add_argument("--steps", type=positive_int, default=t.steps, help="optimiser steps")
     p.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="images per step")
     p.add_argument("--lr", type=positive_float, default=t.lr, help="peak learning rate (AdamW)")

@@ -31,6 +31,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             image_size=args.image_size, channels=args.channels, base_channels=args.base_channels,
             channel_mults=tuple(args.channel_mults), num_res_blocks=args.num_res_blocks,
             attention_resolutions=tuple(args.attention_resolutions), dropout=args.dropout,
+            checkpointing=args.grad_checkpointing,
         ),
         diffusion=DiffusionConfig(
             schedule=args.schedule, num_steps=args.timesteps, loss_weighting=args.loss_weighting,

@@ -25,6 +25,7 @@ class ModelConfig:
     num_heads: int = 4
     dropout: float = 0.0
     num_classes: int = 10  # the class embedding has num_classes + 1 rows; the last is the learned null
+    checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
 
     def validate(self) -> None:
         factor = 2 ** (len(self.channel_mults) - 1)

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 
@@ -76,10 +77,22 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).contiguous().unbind(1)  # (B, heads, HW, d) each; contiguous for the fused CPU kernel
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, heads, HW, d) each
+        out = attend(q, k, v)  # (B, heads, HW, d)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
         return x + self.proj(out)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (B, heads, N, d). Training in bf16 on CPU with few tokens (N <= 144, the
+    7x7 to 12x12 levels): two matmuls and a softmax, whose backward is 2-7x faster there than that of torch's
+    fused CPU kernel (docs/benchmarks.md). Otherwise (sampling, fp32, more tokens, CUDA) the fused kernel."""
+    explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= 144
+                and torch.is_grad_enabled() and q.requires_grad)
+    if not explicit:
+        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # contiguous: CPU kernel
+    weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, heads, N, N)
+    return weights.to(v.dtype) @ v
 
 
 class Level(nn.Module):
@@ -149,18 +162,31 @@ class UNet(nn.Module):
         hs = [h]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb))
+                h = self._block(block, attn, h, emb)
                 hs.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self._block(self.mid2, None, self._block(self.mid1, self.mid_attn, h, emb), emb)
         for i, level in enumerate(self.up):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+                h = self._block(block, attn, torch.cat([h, hs.pop()], dim=1), emb)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.out_conv(F.silu(self.out_norm(h)))
+
+    def _block(self, block: ResBlock, attn: nn.Module | None, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """attn(block(h, emb)) (no attention when attn is None). With config.checkpointing, while training, the
+        block's activations are not kept for backward but recomputed there (torch.utils.checkpoint, non-reentrant:
+        dropout masks and autocast are replayed, so the gradients are those of the plain forward)."""
+        if self.config.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(_block_forward, block, attn, h, emb, use_reentrant=False)
+        return _block_forward(block, attn, h, emb)
+
+
+def _block_forward(block: ResBlock, attn: nn.Module | None, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    h = block(h, emb)
+    return h if attn is None else attn(h)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -167,6 +167,8 @@ def check_compatible(saved: RunConfig, requested: RunConfig, source: Path | None
         return [f"{k} {da[k]!r} -> {db[k]!r}" for k in da if _norm(da[k]) != _norm(db.get(k))]
 
     hard = {name: diff(getattr(saved, name), getattr(requested, name)) for name in ("model", "diffusion")}
+    soft = [d for d in hard["model"] if d.startswith("checkpointing ")]  # memory vs compute, same function
+    hard["model"] = [d for d in hard["model"] if d not in soft]
     data_keys = ("source", "class_names", "crop", "background", "min_size")
     hard["data"] = [f"{k} {getattr(saved.data, k)!r} -> {getattr(requested.data, k)!r}" for k in data_keys
                     if _norm(getattr(saved.data, k)) != _norm(getattr(requested.data, k))]
@@ -174,7 +176,7 @@ def check_compatible(saved: RunConfig, requested: RunConfig, source: Path | None
     if problems:
         raise SnapshotError(f"snapshot {source} is from an incompatible run ({'; '.join(problems)[:300]}); use the "
                             "same settings, another --out, or --resume never in an empty directory")
-    return diff(saved.train, requested.train)
+    return [f"model.{d}" for d in soft] + diff(saved.train, requested.train)
 
 
 def _norm(v: Any) -> Any:

@@ -1,0 +1,103 @@
+"""The demo's training step (src/ddpm/demo.py: 28x28x1, 1.19M parameters, batch 64, bf16 where the trainer picks
+it) in this source tree against the same step in another checkout's, in turns: how much a change speeds it up.
+
+    .venv/bin/python bench/step_vs_ref.py --ref ../main/src            # 9 rounds x 3 steps each
+    .venv/bin/python bench/step_vs_ref.py --ref ../main/src --size 32  # the same model at 32x32
+
+The step is the body of training.py's loop without data loading and logging: diffusion_loss under the trainer's
+autocast, zero_grad, backward, clip_grad_norm_, make_optimizer's AdamW step, and the EMA update. Both trees
+build the same weights (seed 0) and see the same batch. Each round runs both (order alternating), the ratio is
+the median of per-round ratios with its min-max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+
+def load_tree(src: Path, name: str) -> ModuleType:
+    """Import the `ddpm` package found under `src` as a package called `name` (a copy, so both trees coexist)."""
+    root = Path(tempfile.mkdtemp(prefix="ddpm-ref-"))
+    shutil.copytree(src / "ddpm", root / name)
+    sys.path.insert(0, str(root))
+    for sub in ("config", "demo", "diffusion", "network", "schedule", "training"):
+        importlib.import_module(f"{name}.{sub}")
+    return sys.modules[name]
+
+
+def make_step(pkg: ModuleType, size: int, batch: int):
+    config = pkg.demo.demo_config()
+    config.model.image_size = size
+    device = torch.device("cpu")
+    precision = pkg.training.resolve_precision(config.train.precision, device)
+    torch.manual_seed(0)
+    model = pkg.network.UNet(config.model)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = pkg.training.make_optimizer(model, config)
+    schedule = pkg.schedule.NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
+    m, d = config.model, config.diffusion
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(batch, m.channels, size, size, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    cond, t = torch.randint(0, m.num_classes + 1, (batch,), generator=g), torch.randint(0, d.num_steps, (batch,), generator=g)
+    state = {"step": 0}
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, _ = pkg.diffusion.diffusion_loss(model, schedule, x0, cond, t, noise, d.loss_weighting, d.min_snr_gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # the clip call as each tree's trainer makes it (foreach=True since the issue-7 changes)
+        clip_kw = {"foreach": True} if "foreach=True" in Path(pkg.training.__file__).read_text() else {}
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip, **clip_kw)
+        opt.step()
+        pkg.training.ema_update(ema, model, pkg.training.ema_decay_at(state["step"], config.train.ema_decay))
+        state["step"] += 1
+
+    return step, precision
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref", type=Path, required=True, help="the other checkout's src folder (holding ddpm/)")
+    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--steps-per-round", type=int, default=3)
+    args = ap.parse_args()
+    here = Path(__file__).resolve().parent.parent / "src"
+    trees = {"this": load_tree(here, "ddpm_this"), "ref": load_tree(args.ref.resolve(), "ddpm_ref")}
+    steps = {}
+    for name, pkg in trees.items():
+        steps[name], precision = make_step(pkg, args.size, args.batch_size)
+        for _ in range(2):
+            steps[name]()
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            for _ in range(args.steps_per_round):
+                steps[name]()
+            rates[name].append(args.batch_size * args.steps_per_round / (time.perf_counter() - t0))
+    ratios = sorted(a / b for a, b in zip(rates["this"], rates["ref"]))
+    print(f"demo step at {args.size}x{args.size}, batch {args.batch_size}, {precision}, {torch.get_num_threads()} "
+          f"threads, {args.rounds} rounds x {args.steps_per_round} steps; ref = {args.ref}")
+    for name in names:
+        print(f"{name:<5} {statistics.median(rates[name]):8.1f} img/s ({min(rates[name]):.1f}-{max(rates[name]):.1f})")
+    print(f"this/ref {statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
