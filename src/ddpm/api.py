@@ -4,11 +4,13 @@
     run = ddpm.load_run("runs/demo")                      # a run directory or a checkpoint file
     x = run.sample(["zebra", "cat"], n=4, sampler="ddpm", steps=50, guidance=3.0, seed=0)  # (8, C, H, W) in [-1, 1]
     images = run.sample_pil("zebra", n=4)                 # list of PIL images
+    out = run.sample_prompts(["a zebra grazing", "a puppy"], n=4, negative="a horse")  # free text, one row each
+    out.images, out.rows                                  # (8, C, H, W); what each prompt resolved to
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,7 +20,10 @@ from PIL import Image
 from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .data import to_uint8
+from .captions import article, class_captions
+from .diffusion import EpsModel
 from .errors import UserError
+from .guidance import NegativeAsNull
 from .network import UNet
 from .sampler import PerSampleNoise, StepCallback, sample
 from .schedule import NoiseSchedule
@@ -44,6 +49,25 @@ def resolve_class(spec: ClassSpec, class_names: Sequence[str], aliases: dict[str
 
 
 @dataclass
+class PromptRow:
+    """How one prompt was understood: a class (class-conditioned model), a text embedding, or ignored ("none")."""
+
+    prompt: str
+    mode: str  # class | text | none
+    label: str  # the class drawn, the prompt itself, or "unconditional"
+    similarity: float | None = None  # to the nearest class anchor or training caption (None: not measured)
+    nearest: list[tuple[str, float]] = field(default_factory=list)  # best first
+    far: bool = False
+
+
+@dataclass
+class PromptSamples:
+    images: torch.Tensor  # (rows * n, C, H, W) in [-1, 1], row-major: prompt 0 x n, prompt 1 x n, ...
+    rows: list[PromptRow]
+    negative: PromptRow | None = None
+
+
+@dataclass
 class TrainedModel:
     """A trained run: its config, network (EMA weights by default), schedule and class names."""
 
@@ -52,6 +76,7 @@ class TrainedModel:
     schedule: NoiseSchedule
     step: int
     device: torch.device
+    path: Path | None = None  # the run directory, when loaded from one
 
     @property
     def class_names(self) -> list[str]:
@@ -64,6 +89,92 @@ class TrainedModel:
         if isinstance(classes, (str, int)):
             classes = [classes]
         return [resolve_class(c, self.class_names, self.config.data.aliases) for c in classes]
+
+    @property
+    def cond(self) -> str:
+        return self.config.model.cond
+
+    def run_captions(self) -> list[str]:
+        """The unique training captions of a text-conditioned run (RUN/captions.json), else its class templates."""
+        import json
+
+        if self.path is not None and (self.path / "captions.json").is_file():
+            return json.loads((self.path / "captions.json").read_text())
+        return [c for name in self.class_names for c in class_captions(name)]
+
+    def resolve_prompts(self, prompts: Sequence[str], strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
+        """Conditions for the prompts ((P,) class ids or (P, 384) embeddings) and how each was understood.
+        A prompt far from every class (class mode) or training caption (text mode) gives a FarPrompt warning
+        naming the nearest ones, or a UserError when strict."""
+        from .prompts import Matcher, clean_prompt, match_classes, report_far
+
+        prompts = [clean_prompt(p) for p in prompts]
+        if self.cond == "class":
+            matches = match_classes(prompts, self.class_names, self.config.data.aliases, strict)
+            rows = [PromptRow(m.prompt, "class", m.name, m.similarity, m.nearest, m.far) for m in matches]
+            return torch.tensor([m.index for m in matches], dtype=torch.long), rows
+        if self.cond == "text":
+            from .minilm import load_encoder
+
+            emb = load_encoder().encode(prompts)  # (P, 384)
+            matches = Matcher.for_captions(self.run_captions()).match(prompts, emb)
+            report_far(matches, strict)
+            return emb, [PromptRow(m.prompt, "text", m.prompt, m.similarity, m.nearest, m.far) for m in matches]
+        raise UserError("this model is unconditional (trained with --cond none); it takes no prompt")
+
+    def sample_prompts(self, prompts: Sequence[str] | str | None, n: int = 8, *, negative: str | None = None,
+                       strict: bool = False, **kwargs) -> PromptSamples:
+        """n images per prompt, one row each (see `sample` for the sampling keywords). Class-conditioned models map
+        each prompt to a class (exact names, aliases and indices first, then by similarity); text-conditioned
+        models encode it. `negative` replaces the unconditional branch of guidance: eps_neg + w (eps - eps_neg).
+        prompts None: every class (class mode), one unconditional row (none); a text model needs prompts."""
+        if n < 1:
+            raise UserError(f"-n must be at least 1, got {n}")
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if self.cond == "none":
+            if prompts or negative:
+                raise UserError("this model is unconditional (trained with --cond none); drop the prompts and --negative")
+            cond, rows = torch.zeros(1, dtype=torch.long), [PromptRow("", "none", "unconditional")]
+            kwargs["guidance"] = 1.0  # both branches would be equal
+        elif not prompts:
+            if self.cond == "text":
+                raise UserError("a text-conditioned model needs a prompt, e.g. ddpm sample --checkpoint RUN \"a red "
+                                "square\"")
+            cond = torch.arange(len(self.class_names))
+            rows = [PromptRow(c, "class", c, 1.0, [(c, 1.0)]) for c in self.class_names]
+        else:
+            cond, rows = self.resolve_prompts(list(prompts), strict)
+        neg_row = None
+        model = None
+        if negative is not None:
+            neg_cond, (neg_row,) = self.resolve_negative(negative, strict)
+            model = NegativeAsNull(self.model, self.model.null_class, neg_cond[0])
+        cond = cond.repeat_interleave(n, dim=0)
+        index = torch.arange(n).repeat(len(rows))
+        images = self.sample_pairs(cond, index, model=model, **kwargs)
+        return PromptSamples(images, rows, neg_row)
+
+    def resolve_negative(self, negative: str, strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
+        import warnings
+
+        from .prompts import FarPrompt
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FarPrompt)
+            cond, rows = self.resolve_prompts([negative], strict=False)
+        if rows[0].far:
+            near = ", ".join(f"{n!r} {s:.2f}" for n, s in rows[0].nearest)
+            if self.cond == "class":
+                raise UserError(f"the negative prompt {negative!r} matches no class of this model (nearest: {near}); "
+                                "name a class it knows or drop --negative")
+            if strict:
+                raise UserError(f"the negative prompt {negative!r} is far from everything this model knows "
+                                f"(nearest: {near}); rephrase it or drop --strict")
+        for w in caught:
+            if not issubclass(w.category, FarPrompt):
+                warnings.warn(w.message, w.category)
+        return cond, rows
 
     def sample(
         self,
@@ -98,18 +209,22 @@ class TrainedModel:
     def sample_pairs(self, cond: torch.Tensor, index: torch.Tensor, *, sampler: str = "ddpm", steps: int | None = 50,
                      guidance: float = 3.0, seed: int = 0, eta: float = 0.0, variance: str = "beta_tilde",
                      batch_size: int = 64, progress: Callable[[int], None] | None = None,
-                     callback: StepCallback | None = None) -> torch.Tensor:
+                     callback: StepCallback | None = None, model: EpsModel | None = None) -> torch.Tensor:
         """Image index[i] of class cond[i], for each i: the same image `sample` gives for that (class, j) pair, so a
-        subset of the pairs (one rank's share under torchrun) can be sampled on its own."""
+        subset of the pairs (one rank's share under torchrun) can be sampled on its own. cond: (N,) class ids, or
+        (N, 384) text embeddings for a text model (class ids there stand for the prompt "a <class name>").
+        `model`: a wrapper of self.model to call instead (a negative prompt, guidance.NegativeAsNull)."""
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
+        if self.cond == "text" and cond.dim() == 1 and len(cond):
+            cond = self._class_prompts(cond)
         c = self.config.model
         if len(cond) == 0:
             return torch.empty(0, c.channels, c.image_size, c.image_size)
         out = []
         for start in range(0, len(cond), batch_size):
             stop = min(start + batch_size, len(cond))
-            x = sample(self.model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
+            x = sample(model or self.model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
                        PerSampleNoise(seed, index[start:stop].tolist()), sampler=sampler, steps=steps,
                        guidance=guidance, null_id=self.model.null_class, eta=eta, variance=variance, device=self.device,
                        callback=callback)
@@ -117,6 +232,13 @@ class TrainedModel:
             if progress is not None:
                 progress(stop - start)
         return torch.cat(out)
+
+    def _class_prompts(self, ids: torch.Tensor) -> torch.Tensor:
+        """(N,) class ids -> (N, 384) embeddings of "a <class name>" (a text model trained on class folders)."""
+        from .minilm import load_encoder
+
+        emb = load_encoder().encode([article(n) for n in self.class_names])  # (classes, 384)
+        return emb[ids]
 
     def sample_pil(self, classes: ClassSpec | Sequence[ClassSpec] | None = None, n: int = 8, **kwargs) -> list[Image.Image]:
         """Like `sample`, as a list of PIL images."""
@@ -142,7 +264,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool
     device = torch.device(device)
     model.to(device).eval().requires_grad_(False)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
-    return TrainedModel(config, model, schedule, step, device)
+    run_dir = Path(path).expanduser()
+    return TrainedModel(config, model, schedule, step, device, run_dir if run_dir.is_dir() else run_dir.parent)
 
 
 def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True,
@@ -215,9 +338,14 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
                 f"{snap.state['global_batch']}); continuing with {world.world_size} (global batch "
                 f"{config.train.batch_size * world.world_size}): the {snap.state['samples_seen']:,} samples seen so "
                 "far are kept and the data order continues where it stopped", SnapshotWarning)
-    state = train(config, data, out, device=device, progress=progress, world=world, resume=snap)
+    text = None
+    if config.model.cond == "text":
+        from .conditioning import build_caption_bank
+
+        text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None)
+    state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
-    return TrainedModel(config, state.ema.eval(), schedule, state.step, device)
+    return TrainedModel(config, state.ema.eval(), schedule, state.step, device, out)
 
 
 def _choose_snapshot(out: Path, resume: str | Path):

@@ -53,7 +53,7 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+    from .config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
     from .data import BUILTIN
     from .transforms import CROPS
     from .sampler import SAMPLERS, VARIANCES
@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule")
     p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
     p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the eps-MSE per step")
-    p.add_argument("--cond-drop", type=probability, default=d.cond_drop_prob, help="probability of dropping the class (for guidance)")
+    p.add_argument("--cond", choices=CONDITIONINGS, default=m.cond,
+                   help="class: class ids; text: captions (metadata.jsonl, else made from class names) through all-MiniLM-L6-v2; none: unconditional")
+    p.add_argument("--cond-drop", type=probability, default=d.cond_drop_prob, help="probability of dropping the class or caption (for guidance)")
     p.add_argument("--image-size", type=positive_int, default=m.image_size, help="training resolution (px)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=m.channels, help="1 grayscale, 3 RGB")
     p.add_argument("--base-channels", type=positive_int, default=m.base_channels, help="UNet width at full resolution")
@@ -105,8 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: continue from the newest valid snapshot in --out; never: start fresh; or a snapshot file")
     _add_common(p)
 
-    p = sub.add_parser("sample", help="draw images of given classes from a trained run", formatter_class=fmt)
-    p.add_argument("prompt", nargs="*", help="class names or indices, one grid row each (default: every class)")
+    p = sub.add_parser("sample", help="draw images of given classes or prompts from a trained run", formatter_class=fmt)
+    p.add_argument("prompt", nargs="*", help="prompts (free text, class names or indices), one grid row each (default: every class)")
+    p.add_argument("--prompts-file", type=Path, default=None, help="UTF-8 text file, one prompt a line (after any given prompts)")
+    p.add_argument("--negative", default=None, help="negative prompt: replaces the unconditional branch of guidance")
+    p.add_argument("--strict", action="store_true", help="a prompt far from everything the model knows is an error (exit 2), not a warning")
+    p.add_argument("--images", type=Path, default=None, help="also save each image as DIR/row<r>-<j>.png with its own metadata")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("-n", type=positive_int, default=8, help="images per class")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral (stochastic); ddim: deterministic at eta 0")

@@ -30,7 +30,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(
             image_size=args.image_size, channels=args.channels, base_channels=args.base_channels,
             channel_mults=tuple(args.channel_mults), num_res_blocks=args.num_res_blocks,
-            attention_resolutions=tuple(args.attention_resolutions), dropout=args.dropout,
+            attention_resolutions=tuple(args.attention_resolutions), dropout=args.dropout, cond=args.cond,
             checkpointing=args.grad_checkpointing,
         ),
         diffusion=DiffusionConfig(
@@ -63,26 +63,45 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .api import load_run
+    from .api import load_run, tensor_to_pil
+    from .data import to_uint8
+    from .pngmeta import save_png
     from .progress import SamplingBar, chain
+    from .prompts import read_prompts_file
     from .trajectory import Trajectory, save_trajectory
     from .visual import make_grid
 
     if args.trajectory and args.trajectory.suffix.lower() != ".gif":
         raise UserError(f"--trajectory {args.trajectory}: give a .gif path (the x_0 strip PNG is written beside it)")
+    prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    ids = run.class_ids(args.prompt or None)
-    labels = [run.class_names[i] for i in ids]
+    rows = len(prompts) or (1 if run.cond == "none" else len(run.class_names))
     traj = Trajectory(args.steps) if args.trajectory else None
-    with SamplingBar(len(ids) * args.n, args.batch_size, args.steps, enabled=not args.quiet) as bar:
-        x = run.sample(ids, args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                       eta=args.eta, variance=args.variance, batch_size=args.batch_size, callback=chain(bar, traj))
-    from .data import to_uint8
-
-    grid = make_grid(to_uint8(x), nrow=args.n, labels=labels, scale=args.scale)
+    with _one_line_warnings(), SamplingBar(rows * args.n, args.batch_size, args.steps, enabled=not args.quiet) as bar:
+        out = run.sample_prompts(prompts or None, args.n, negative=args.negative, strict=args.strict,
+                                 sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                 eta=args.eta, variance=args.variance, batch_size=args.batch_size,
+                                 callback=chain(bar, traj))
+    for row in out.rows if prompts else []:
+        print(_describe_row(row))
+    if out.negative is not None:
+        print("negative: " + _describe_row(out.negative))
+    meta = {"prompts": [r.prompt for r in out.rows], "drawn": [r.label for r in out.rows],
+            "negative": args.negative or "", "seed": args.seed, "sampler": args.sampler, "steps": args.steps,
+            "guidance": args.guidance if run.cond != "none" else 1.0, "eta": args.eta, "variance": args.variance,
+            "n": args.n, "checkpoint": str(args.checkpoint), "checkpoint_step": run.step, "cond": run.cond,
+            "software": "ddpm"}
+    labels = [_short(r.label if r.mode != "text" else r.prompt) for r in out.rows]
     _parent(args.out)
-    grid.save(args.out)
+    save_png(make_grid(to_uint8(out.images), nrow=args.n, labels=labels, scale=args.scale), args.out, meta)
     print(f"grid: {args.out}")
+    if args.images is not None:
+        args.images.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(tensor_to_pil(out.images)):
+            r, j = divmod(k, args.n)
+            save_png(image, args.images / f"row{r}-{j}.png",
+                     {**meta, "prompt": out.rows[r].prompt, "drawn": out.rows[r].label, "row": r, "j": j})
+        print(f"images: {args.images}")
     if traj is not None:
         _parent(args.trajectory)
         for kind, path in save_trajectory(traj, args.trajectory, args.n, labels, args.scale).items():
@@ -95,6 +114,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue)
+
+
+def _describe_row(row) -> str:
+    if row.mode == "class":
+        return f"{row.prompt!r} -> {row.label} (similarity {row.similarity:.2f})"
+    near = f" (nearest training caption: {row.nearest[0][0]!r} {row.nearest[0][1]:.2f})" if row.nearest else ""
+    return f"{row.prompt!r} -> text embedding{near}"
+
+
+def _short(text: str, width: int = 28) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_noise(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 FORMAT_VERSION = 1
+CONDITIONINGS = ("class", "text", "none")
 
 
 @dataclass
@@ -26,6 +27,8 @@ class ModelConfig:
     dropout: float = 0.0
     num_classes: int = 10  # the class embedding has num_classes + 1 rows; the last is the learned null
     checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    cond: str = "class"  # class: class ids; text: sentence embeddings (text_dim); none: unconditional
+    text_dim: int = 384  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
 
     def validate(self) -> None:
         factor = 2 ** (len(self.channel_mults) - 1)
@@ -38,6 +41,8 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_classes < 1:
             raise ValueError("a conditional model needs at least one class")
+        if self.cond not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {self.cond!r}; choose one of {', '.join(CONDITIONINGS)}")
 
 
 @dataclass

@@ -5,8 +5,16 @@ Layout (Ho et al. 2020 appendix B, with improved-DDPM's scale-shift norm):
             -> middle ResBlock, attention, ResBlock
             -> [ResBlock x (num_res_blocks + 1) on concatenated skips (+ attention), Upsample] per level
             -> GroupNorm, SiLU, out conv (zero-initialised)
-Conditioning: emb = MLP(sinusoid(t)) + class_embedding(c), fed to every ResBlock as (scale, shift).
-Class id `num_classes` is the learned null condition used for classifier-free guidance.
+Conditioning: emb = MLP(sinusoid(t)) + cond_embedding(c), fed to every ResBlock as (scale, shift) (FiLM), where
+    cond "class": c (B,) int, cond_embedding = a table; class id `num_classes` is the learned null condition;
+    cond "text":  c (B, text_dim) unit sentence embeddings, cond_embedding = Linear-SiLU-Linear of sqrt(text_dim) c
+                  (coordinates of unit variance, like the class table's N(0, 1) rows: with the unit vectors as
+                  they are, the condition barely moved the time embedding and a 300-step run ignored it); the zero
+                  vector (never a unit embedding) marks "no caption" and is replaced by a learned null embedding;
+    cond "none":  c is ignored (an unconditional model).
+The null condition is what classifier-free guidance drops to (guidance.py). A pooled sentence embedding is one
+vector, so attention over it would be softmax over a single key (weight 1): a linear map of the embedding added
+to every position, which the scale-shift path already gives; hence no cross-attention.
 """
 
 from __future__ import annotations
@@ -105,7 +113,8 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta: (x_t (B, C, H, W), t (B,) int, c (B,) int in [0, num_classes]) -> eps (B, C, H, W)."""
+    """eps_theta: (x_t (B, C, H, W), t (B,) int, c) -> eps (B, C, H, W); c is (B,) int in [0, num_classes] for
+    cond "class", (B, text_dim) float for "text" (zero rows: null), anything of batch B for "none"."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -114,8 +123,14 @@ class UNet(nn.Module):
         ch = config.base_channels
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
-        self.null_class = config.num_classes
+        if config.cond == "class":
+            self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
+            self.null_class = config.num_classes
+        else:  # text: the zero vector stands for the null caption; none: the condition is ignored
+            self.null_class = 0
+        if config.cond == "text":
+            self.text_mlp = nn.Sequential(nn.Linear(config.text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.null_text = nn.Parameter(torch.randn(config.text_dim) / math.sqrt(config.text_dim))  # learned, ~unit norm
         self.in_conv = nn.Conv2d(config.channels, ch, 3, padding=1)
 
         widths = [ch * m for m in config.channel_mults]
@@ -157,7 +172,7 @@ class UNet(nn.Module):
         self.out_conv = zero_init(nn.Conv2d(cur, config.channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels)) + self.class_emb(c)  # (B, 4ch)
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels)) + self.cond_embedding(c)  # (B, 4ch)
         h = self.in_conv(x)
         hs = [h]
         for i, level in enumerate(self.down):
@@ -174,6 +189,16 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.out_conv(F.silu(self.out_norm(h)))
+
+    def cond_embedding(self, c: torch.Tensor) -> torch.Tensor | float:
+        """(B, 4ch) embedding of the condition c (see the module doc)."""
+        if self.config.cond == "class":
+            return self.class_emb(c)
+        if self.config.cond == "text":
+            is_null = (c == 0).all(dim=1, keepdim=True)  # (B, 1)
+            c = torch.where(is_null, self.null_text.to(c.dtype), c)  # (B, text_dim)
+            return self.text_mlp(c * math.sqrt(self.config.text_dim))  # unit vectors -> ~unit-variance coordinates
+        return 0.0
 
     def _block(self, block: ResBlock, attn: nn.Module | None, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """attn(block(h, emb)) (no attention when attn is None). With config.checkpointing, while training, the

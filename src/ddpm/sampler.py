@@ -136,7 +136,7 @@ def sample(
     sampler: str = "ddpm",
     steps: int | None = None,
     guidance: float = 1.0,
-    null_id: int | torch.Tensor,
+    null_id: int,
     eta: float = 0.0,
     variance: str = "beta_tilde",
     clip: bool = True,
@@ -146,7 +146,7 @@ def sample(
     """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1].
 
     sampler: `ddpm` (ancestral; steps defaults to T) or `ddim` (steps defaults to min(50, T)). callback(t, x_t, x0_hat)
-    after each step, for progress and trajectories. null_id: the null class, or (B,) negative class ids (guidance.py)."""
+    after each step, for progress and trajectories."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps is None:

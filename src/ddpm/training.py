@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .conditioning import CaptionBank
 from .config import RunConfig
 from .batches import describe, make_stream
 from .data import ImageData
@@ -116,16 +117,19 @@ _SAMPLES, _RANKS = 0, 1  # stream ids under (seed, 0x7452, ...): per-sample draw
 
 
 def draw_batch(data: ImageData, idx: torch.Tensor, keys: list[int], seed: int, hflip: bool, null_class: int,
-               cond_drop: float, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample k of the run (k counts images over all steps and ranks) takes its crop, flip, condition dropout, t
-    and eps from its own generator seeded by (seed, k): what a sample sees does not depend on the batch size,
-    the number of ranks, or restarts. Returns x0 (B, C, S, S) in [-1, 1], cond (B,), t (B,), eps (B, C, S, S)."""
+               cond_drop: float, num_steps: int, text: CaptionBank | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample k of the run (k counts images over all steps and ranks) takes its crop, flip, caption (text mode),
+    condition dropout, t and eps from its own generator seeded by (seed, k): what a sample sees does not depend on
+    the batch size, the number of ranks, or restarts. Returns x0 (B, C, S, S) in [-1, 1], cond ((B,) class ids,
+    or (B, 384) caption embeddings with `text`), t (B,), eps (B, C, S, S)."""
     xs, conds, ts, noises = [], [], [], []
     for j, k in enumerate(keys):
         g = torch.Generator().manual_seed(mixed_seed(seed, 0x7452, _SAMPLES, k))
         x = data.batch(idx[j : j + 1], g, hflip)  # (1, C, S, S)
         xs.append(x)
-        conds.append(drop_condition(data.labels[idx[j : j + 1]], null_class, cond_drop, g))
+        c = data.labels[idx[j : j + 1]] if text is None else text.pick(int(idx[j]), g)
+        conds.append(drop_condition(c, null_class, cond_drop, g))
         ts.append(sample_timesteps(1, num_steps, g))
         noises.append(torch.randn(x.shape, generator=g))
     return torch.cat(xs), torch.cat(conds), torch.cat(ts), torch.cat(noises)
@@ -307,11 +311,14 @@ def train(
     progress: bool = True,
     world: World | None = None,
     resume: Snapshot | None = None,
+    text: CaptionBank | None = None,
 ) -> TrainState:
     """Train a model described by `config` on `data`, writing config.json, metrics.jsonl, TensorBoard events,
     snapshots and checkpoint.safetensors into `out_dir`; continue from `resume` when given. Under torchrun every
     rank calls this with its `world`: each step, rank r trains on its slice of the global batch of
     batch_size x world_size images (DDP averages the gradients); rank 0 alone writes files.
+    `text`: the captions and their embeddings of a text-conditioned model (config.model.cond == "text"); their
+    unique captions are written to out_dir/captions.json (what `ddpm sample` compares prompts with).
     Raises TrainingInterrupted after a snapshot when SIGTERM or SIGINT arrives. Returns the final state."""
     from tqdm.auto import tqdm
 
@@ -322,6 +329,8 @@ def train(
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
+        if text is not None:
+            (out_dir / "captions.json").write_text(json.dumps(text.texts, ensure_ascii=False, indent=0) + "\n")
     configure_device(device)
     torch.manual_seed(tc.seed)  # weight initialisation, the same on every rank
     schedule = NoiseSchedule.create(dc.schedule, dc.num_steps)
@@ -354,7 +363,8 @@ def train(
             mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
             idx = stream.next()[mine]  # this rank's shard of the global batch
             keys = list(range(state.samples_seen, state.samples_seen + per_rank * ranks))[mine]
-            batch = draw_batch(data, idx, keys, tc.seed, tc.hflip, model.null_class, dc.cond_drop_prob, dc.num_steps)
+            batch = draw_batch(data, idx, keys, tc.seed, tc.hflip, model.null_class, dc.cond_drop_prob, dc.num_steps,
+                               text)
             x0, cond, t, noise = to_device(batch, device)
 
             for g in state.optimizer.param_groups:
@@ -379,8 +389,8 @@ def train(
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             bar.update(1)
             if world.is_main and metrics.writer is not None and tc.sample_every and state.step % tc.sample_every == 0:
-                metrics.writer.add_image("samples/ema", preview_grid(ema, schedule, len(data.class_names), device),
-                                         state.step)
+                preview = text.preview() if text is not None else torch.arange(len(data.class_names))
+                metrics.writer.add_image("samples/ema", preview_grid(ema, schedule, preview, device), state.step)
             if world.is_main and tc.save_every and state.step % tc.save_every == 0 and state.step != tc.steps:
                 save_checkpoint(out_dir / CHECKPOINT_NAME, config, model, ema, state.step)
             stopping = any_rank(world, stop.signum is not None) and state.step < tc.steps
@@ -410,11 +420,12 @@ def _wrap(model: UNet, world: World, device: torch.device) -> nn.Module:
 
 
 @torch.no_grad()
-def preview_grid(model: UNet, schedule: NoiseSchedule, num_classes: int, device: torch.device, per_class: int = 4) -> torch.Tensor:
-    """A (C, H, W) float grid in [0, 1], one row per class: 20 DDIM steps at guidance 3, fixed seed."""
+def preview_grid(model: UNet, schedule: NoiseSchedule, rows: torch.Tensor, device: torch.device, per_class: int = 4) -> torch.Tensor:
+    """A (C, H, W) float grid in [0, 1], one row per condition in `rows` (class ids (R,) or embeddings (R, D)):
+    20 DDIM steps at guidance 3, fixed seed."""
     from torchvision.utils import make_grid
 
-    cond = torch.arange(num_classes).repeat_interleave(per_class)
+    cond = rows.repeat_interleave(per_class, dim=0)
     shape = (model.config.channels, model.config.image_size, model.config.image_size)
     x = sample(model, schedule, cond, shape, PerSampleNoise(0, range(len(cond))), sampler="ddim", steps=20,
                guidance=3.0, null_id=model.null_class, device=device)

@@ -165,8 +165,8 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
 
 
 def _stem(settings: dict[str, Any]) -> str:
-    """A file name for a download: class, seed, sampler and steps."""
-    name = "".join(ch if ch.isalnum() else "-" for ch in str(settings.get("class", "image")))
+    """A file name for a download: what was drawn (class or prompt), seed, sampler and steps."""
+    name = "".join(ch if ch.isalnum() else "-" for ch in str(settings.get("drawn", "image"))[:40])
     return f"{name}-seed{settings['seed']}-{settings['sampler']}{settings['steps']}"
 
 

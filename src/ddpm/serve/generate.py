@@ -18,6 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from ..api import TrainedModel
 from ..data import to_uint8
+from ..guidance import NegativeAsNull
 from ..sampler import PerSampleNoise, sample
 from ..visual import make_grid, panel_scale, upscale
 from .prompt import Conditioning
@@ -62,10 +63,10 @@ def grid_columns(n: int) -> int:
 
 def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, checkpoint: str,
              report: Callable[[int, bytes | None], None] = lambda step, preview: None) -> Generation:
-    """Draw request.n images of cond's class. report(step, preview PNG or None) after each denoising step."""
+    """Draw request.n images of cond. report(step, preview PNG or None) after each denoising step."""
     n, c = request.n, run.config.model
-    labels = torch.full((n,), cond.class_id, dtype=torch.long)
-    null: int | torch.Tensor = run.model.null_class if cond.negative_id is None else torch.full((n,), cond.negative_id)
+    labels = cond.cond.expand(n, *cond.cond.shape)  # (n,) class ids or (n, D) embeddings
+    model = run.model if cond.negative is None else NegativeAsNull(run.model, run.model.null_class, cond.negative)
     every = max(1, math.ceil(request.steps / PREVIEWS))
     cols, grid_scale = grid_columns(n), panel_scale(c.image_size, GRID_CELL_PX)
     done = 0
@@ -78,11 +79,11 @@ def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, ch
             preview = png_bytes(make_grid(to_uint8(x0_hat.float().cpu()), nrow=cols, scale=grid_scale))
         report(done, preview)
 
-    x = sample(run.model, run.schedule, labels, (c.channels, c.image_size, c.image_size), PerSampleNoise(request.seed, range(n)),
-               sampler=request.sampler, steps=request.steps, guidance=request.guidance, null_id=null, device=run.device,
+    x = sample(model, run.schedule, labels, (c.channels, c.image_size, c.image_size), PerSampleNoise(request.seed, range(n)),
+               sampler=request.sampler, steps=request.steps, guidance=request.guidance, null_id=run.model.null_class, device=run.device,
                callback=callback)
     images = to_uint8(x.cpu())  # (n, C, H, W)
-    settings = {**request.to_dict(), "class": cond.label, "negative_class": cond.negative_label,
+    settings = {**request.to_dict(), "drawn": cond.label, "negative_drawn": cond.negative_label,
                 "checkpoint": checkpoint, "checkpoint_step": run.step, "image_size": c.image_size}
     grid = png_bytes(make_grid(images, nrow=cols, scale=grid_scale), {**settings, "grid_columns": cols})
     single_scale = panel_scale(c.image_size, SINGLE_PX)

@@ -1,40 +1,56 @@
 """The one place where the web UI's prompt and negative prompt become conditioning for the model.
 
-Today the model is class-conditional: a prompt is a class name, an alias (Animals-10's Italian folder names) or an
-index, resolved by `ddpm.api.resolve_class`. A negative prompt is a class too: sampling then guides away from it,
-eps = eps_neg + w (eps_cond - eps_neg), instead of away from the unconditional prediction (guidance.py). When runs
-gain text conditioning, this function is where a prompt becomes a text embedding.
+The same rules as `ddpm sample` (TrainedModel.resolve_prompts): a class-conditioned run takes exact class names,
+aliases (Animals-10's Italian folder names) and indices, then maps any other text to the nearest class by sentence
+similarity; a text-conditioned run encodes the prompt. Where the command line would warn about a prompt far from
+everything the model knows and draw the nearest class anyway, the web UI refuses it with the nearest classes named
+(a page is not a log). A negative prompt replaces the unconditional branch of guidance,
+eps = eps_neg + w (eps_cond - eps_neg) (guidance.NegativeAsNull).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-from ..api import TrainedModel, resolve_class
+import torch
+
+from ..api import TrainedModel
 from ..errors import UserError
+from ..prompts import FarPrompt
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What to draw: the class id of the prompt and, with a negative prompt, the class id to guide away from."""
+    """What to draw: the prompt's condition, a class id () or a text embedding (D,), and with a negative prompt the
+    condition to guide away from."""
 
-    class_id: int
-    negative_id: int | None
-    label: str  # the class name, as the run knows it
+    cond: torch.Tensor
+    label: str  # the class drawn (class runs) or the prompt (text runs)
+    negative: torch.Tensor | None = None
     negative_label: str | None = None
+    similarity: float | None = None  # of the prompt to the class it was mapped to (class runs)
 
 
 def resolve_request(run: TrainedModel, prompt: str, negative: str = "") -> Conditioning:
-    """prompt (and optional negative prompt) -> Conditioning; UserError with a one-line message listing the known
-    classes when either names no class of the run."""
-    class_id = resolve_class(prompt, run.class_names, run.config.data.aliases)
+    """prompt (and optional negative prompt) -> Conditioning; a UserError with a one-line message naming the nearest
+    classes (or training captions) when the prompt is far from all of them."""
+    if run.cond == "none":
+        raise UserError("this model is unconditional (trained with --cond none): it takes no prompt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FarPrompt)
+        cond, (row,) = run.resolve_prompts([prompt])
+    if row.far:
+        near = ", ".join(f"{n} ({s:.2f})" for n, s in row.nearest)
+        raise UserError(f"{prompt.strip()!r} is far from everything this model knows; nearest: {near}. "
+                        f"It draws: {', '.join(run.class_names) if run.cond == 'class' else 'its training captions'}")
     if not negative.strip():
-        return Conditioning(class_id, None, run.class_names[class_id])
+        return Conditioning(cond[0], row.label, similarity=row.similarity)
     try:
-        negative_id = resolve_class(negative, run.class_names, run.config.data.aliases)
+        neg, (neg_row,) = run.resolve_negative(negative)
     except UserError as e:
         raise UserError(f"negative prompt: {e}") from None
-    if negative_id == class_id:
-        raise UserError(f"the negative prompt names the same class as the prompt ({run.class_names[class_id]}); "
-                        "leave it empty or name another class")
-    return Conditioning(class_id, negative_id, run.class_names[class_id], run.class_names[negative_id])
+    if run.cond == "class" and int(neg[0]) == int(cond[0]):
+        raise UserError(f"the negative prompt names the same class as the prompt ({row.label}); leave it empty or "
+                        "name another class")
+    return Conditioning(cond[0], row.label, neg[0], neg_row.label, row.similarity)
