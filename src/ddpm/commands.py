@@ -70,7 +70,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     ids = run.class_ids(args.prompt or None)
     with tqdm(total=len(ids) * args.n, desc="sample", unit="img", disable=args.quiet) as bar:
-        x = run.sample(ids, args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        x = run.sample(ids, args.n, sampler=args.sampler, steps=_steps(args), guidance=args.guidance, seed=args.seed,
                        eta=args.eta, variance=args.variance, batch_size=args.batch_size, progress=bar.update)
     from .data import to_uint8
 
@@ -118,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device), sampler=args.sampler,
-                            steps=args.steps, guidance=args.guidance, eta=args.eta, seed=args.seed,
+                            steps=_steps(args), guidance=args.guidance, eta=args.eta, seed=args.seed,
                             batch_size=args.batch_size, data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
@@ -176,6 +176,13 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = saved
+
+
+def _steps(args: argparse.Namespace) -> int:
+    """--steps, or the sampler's default (50 for ddpm and ddim, 20 for dpm++2m)."""
+    from .sampler import DEFAULT_STEPS
+
+    return args.steps or DEFAULT_STEPS[args.sampler]
 
 
 def _parent(path: Path) -> None:
