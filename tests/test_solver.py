@@ -1,6 +1,7 @@
-"""DPM-Solver++(2M) (`dpm++2m`): the step rule against diffusers' DPMSolverMultistepScheduler step for step, closed
-forms (a single data point, Gaussian data whose probability-flow ODE is solved exactly), convergence order, and the
-`sample` loop (determinism, per-sample seeds, guidance in one batched forward)."""
+"""DPM-Solver++(2M) (`dpm++2m`) and its SDE form (`dpm++2m-sde`): the step rules against diffusers'
+DPMSolverMultistepScheduler step for step, closed forms (a single data point, Gaussian data whose probability-flow ODE
+is solved exactly), convergence order, and the `sample` loop (determinism, per-sample seeds, guidance in one batched
+forward)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from ddpm.sampler import (
     Denoised,
     PerSampleNoise,
     ddim_step,
+    ddpm_step,
+    dpmpp_2m_sde_step,
     dpmpp_2m_step,
     log_snr_half,
     sample,
@@ -38,11 +41,11 @@ def dummy_eps(x: torch.Tensor, t: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _reference(name: str, sched: NoiseSchedule, ts: list[int], clip: bool):
+def _reference(name: str, sched: NoiseSchedule, ts: list[int], clip: bool, algorithm: str = "dpmsolver++"):
     """diffusers' DPM-Solver++(2M) on our float64 schedule and our timesteps, final sigma 0 (t_prev = -1 is clean).
     thresholding with sample_max_value = 1 clamps its threshold s to exactly 1, i.e. clips x0_hat to [-1, 1]."""
     ref = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=sched.num_steps, beta_schedule=DIFFUSERS_NAME[name], algorithm_type="dpmsolver++",
+        num_train_timesteps=sched.num_steps, beta_schedule=DIFFUSERS_NAME[name], algorithm_type=algorithm,
         solver_order=2, solver_type="midpoint", prediction_type="epsilon", lower_order_final=True,
         final_sigmas_type="zero", thresholding=clip, sample_max_value=1.0,
     )
@@ -76,6 +79,27 @@ def test_dpmpp_2m_matches_diffusers_step_for_step(name: str, n: int, clip: bool)
         clipped |= bool((x0.abs() == 1).any())
         previous, x = Denoised(t, x0), out
     assert clipped == clip  # clipping was exercised exactly when asked for
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 10, 20])
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_dpmpp_2m_sde_matches_diffusers_step_for_step(name: str, n: int, clip: bool) -> None:
+    """diffusers' "sde-dpmsolver++" (midpoint), given our noise z as its variance_noise."""
+    T = 1000
+    sched = NoiseSchedule.create(name, T)
+    pairs = timestep_pairs(T, n)
+    ref = _reference(name, sched, [t for t, _ in pairs], clip, algorithm="sde-dpmsolver++")
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(2, 1, 5, 5, generator=gen, dtype=torch.float64)
+    previous = None
+    for t, s in pairs:
+        eps, z = dummy_eps(x, t), torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        expected = ref.step(eps, t, x, variance_noise=z).prev_sample
+        out, x0 = dpmpp_2m_sde_step(sched, x, eps, t, s, previous, z, clip=clip)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+        previous, x = Denoised(t, x0), out
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -127,6 +151,23 @@ def test_dpmpp_2m_first_step_is_ddim(name: str, clip: bool) -> None:
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_dpmpp_2m_sde_first_step_is_ddpm_beta_tilde(name: str, clip: bool) -> None:
+    """(sigma_s / sigma_t) e^{-h} = sqrt(ab_t / ab_s) (1 - ab_s) / (1 - ab_t) and sigma_s^2 (1 - e^{-2h}) = beta_tilde:
+    without a previous x0_hat the SDE step is the DDPM posterior step."""
+    sched = NoiseSchedule.create(name, 1000)
+    for t, s in [(999, 949), (999, 0), (500, 450), (3, 0), (10, -1)]:
+        gen = torch.Generator().manual_seed(t)
+        x = torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) * 1.5
+        z = torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64)
+        eps = dummy_eps(x, t)
+        a, a0 = dpmpp_2m_sde_step(sched, x, eps, t, s, None, z, clip=clip)
+        b, b0 = ddpm_step(sched, x, eps, t, s, z, variance="beta_tilde", clip=clip)
+        torch.testing.assert_close(a0, b0, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
 def test_dpmpp_2m_second_order_closed_form() -> None:
     """Lu et al. 2022 Algorithm 2 written out with alpha, sigma and lambda, for one hand-picked step."""
     sched = NoiseSchedule.create("linear", 1000)
@@ -148,14 +189,25 @@ def test_dpmpp_2m_second_order_closed_form() -> None:
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     # the previous x0_hat matters: a second-order step is not the first-order one
     assert not torch.allclose(out, dpmpp_2m_step(sched, x, eps, t, s, None, clip=False)[0])
+    # the SDE form: (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D + sigma_s sqrt(1 - e^{-2h}) z
+    z = torch.randn(4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = (sg[s] / sg[t] * math.exp(-h) * x + a[s] * (1 - math.exp(-2 * h)) * d
+                + sg[s] * math.sqrt(1 - math.exp(-2 * h)) * z)
+    out, _ = dpmpp_2m_sde_step(sched, x, eps, t, s, Denoised(u, x0_u), z, clip=False)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("sde", [False, True])
 @pytest.mark.parametrize("clip", [False, True])
-def test_dpmpp_2m_final_step_returns_x0_hat(clip: bool) -> None:
+def test_dpmpp_2m_final_step_returns_x0_hat(clip: bool, sde: bool) -> None:
     sched = NoiseSchedule.create("cosine", 1000)
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
     eps = dummy_eps(x, 49)
-    out, x0 = dpmpp_2m_step(sched, x, eps, 49, -1, Denoised(99, torch.zeros_like(x)), clip=clip)
+    previous = Denoised(99, torch.zeros_like(x))
+    if sde:  # no noise on the step to the clean sample
+        out, x0 = dpmpp_2m_sde_step(sched, x, eps, 49, -1, previous, None, clip=clip)
+    else:
+        out, x0 = dpmpp_2m_step(sched, x, eps, 49, -1, previous, clip=clip)
     ab = sched.alpha_bar[49].item()
     expected = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
     expected = expected.clamp(-1, 1) if clip else expected
@@ -201,16 +253,17 @@ def test_dpmpp_2m_point_data_exact_trajectory(name: str, n: int) -> None:
     torch.testing.assert_close(x, c, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("sampler", ["dpm++2m", "dpm++2m-sde"])
 @pytest.mark.parametrize("name,steps", [("linear", 1), ("linear", 5), ("linear", 20), ("cosine", 2), ("cosine", 5),
                                         ("cosine", 20)])
-def test_sample_dpmpp_2m_point_data_returns_the_point(name: str, steps: int) -> None:
+def test_sample_dpmpp_2m_point_data_returns_the_point(name: str, steps: int, sampler: str) -> None:
     """The same through the float32 `sample` loop, with guidance (both branches are exact, so the mix is too).
     Not cosine with 1 step: x0_hat = (x_t - sigma eps) / alpha at t = T-1 divides float32 rounding by
     alpha = 5e-5 (~1e-3 off, as for DDIM); any later step recomputes x0_hat where alpha is larger."""
     sched = NoiseSchedule.create(name, 1000)
     c = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     out = sample(_point_oracle(sched, c), sched, torch.tensor([0, 1, 2]), SHAPE, PerSampleNoise(4, range(3)),
-                 sampler="dpm++2m", steps=steps, guidance=3.0, null_id=NULL)
+                 sampler=sampler, steps=steps, guidance=3.0, null_id=NULL)
     torch.testing.assert_close(out, c.expand(3, *SHAPE), rtol=0, atol=1e-4)
 
 
@@ -260,6 +313,31 @@ def test_dpmpp_2m_gaussian_data_variance_and_convergence(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_dpmpp_2m_sde_gaussian_data_variance(name: str) -> None:
+    """The SDE form with the exact eps of N(0, 0.5^2) data: 20 and 100 steps land the variance near 0.25, and 20 steps
+    land it closer than 20 strided DDPM steps given the same noise."""
+    sd, n_samples = 0.5, 20000
+    sched = NoiseSchedule.create(name, 1000)
+    ab = sched.alpha_bar.tolist()
+    variances = {}
+    for steps in (20, 100):
+        gen = torch.Generator().manual_seed(steps)
+        x = y = torch.randn(n_samples, generator=gen, dtype=torch.float64)
+        previous = None
+        for t, s in timestep_pairs(1000, steps):
+            z = torch.randn(n_samples, generator=gen, dtype=torch.float64)
+            x, x0 = dpmpp_2m_sde_step(sched, x, math.sqrt(1 - ab[t]) * x / (ab[t] * sd**2 + 1 - ab[t]), t, s, previous, z,
+                                      clip=False)
+            previous = Denoised(t, x0)
+            y, _ = ddpm_step(sched, y, math.sqrt(1 - ab[t]) * y / (ab[t] * sd**2 + 1 - ab[t]), t, s, z, clip=False)
+        variances[steps] = (x.var().item(), y.var().item())
+        assert abs(x.mean().item()) < 5 * sd / math.sqrt(n_samples)
+    assert variances[20][0] == pytest.approx(sd**2, rel=0.10)
+    assert abs(variances[20][0] - sd**2) < abs(variances[20][1] - sd**2)
+    assert variances[100][0] == pytest.approx(sd**2, rel=0.06)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_dpmpp_2m_is_second_order_where_ddim_is_first(name: str) -> None:
     """Error at the last noisy step t_1 (before the final x0_hat jump) against the exact ODE solution: doubling the
     steps from 80 to 160 to 320 divides DPM-Solver++(2M)'s error by about 3 (order ~2), DDIM's by about 2."""
@@ -288,26 +366,37 @@ def toy_model(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor
     return 0.6 * torch.tanh(x) + 0.1 * cf - 0.002 * tf * (cf - 1)
 
 
-def _run(seed, indices, cond, sched, model=toy_model, **kw):
-    return sample(model, sched, cond, SHAPE, PerSampleNoise(seed, indices), null_id=NULL, sampler="dpm++2m", **kw)
+SOLVERS = ["dpm++2m", "dpm++2m-sde"]
 
 
-def test_sample_dpmpp_2m_loop_equals_the_step_rule_by_hand() -> None:
-    """The loop feeds each step the previous step's x0_hat, with guidance mixed from the model's two branches."""
+def _run(seed, indices, cond, sched, model=toy_model, sampler="dpm++2m", **kw):
+    return sample(model, sched, cond, SHAPE, PerSampleNoise(seed, indices), null_id=NULL, sampler=sampler, **kw)
+
+
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_sample_dpmpp_2m_loop_equals_the_step_rule_by_hand(sampler: str) -> None:
+    """The loop feeds each step the previous step's x0_hat, with guidance mixed from the model's two branches, and
+    (SDE) image i's next noise draw from its own stream."""
     sched = NoiseSchedule.create("cosine", 100)
     cond, w = torch.tensor([0, 2]), 2.5
-    out = _run(3, range(2), cond, sched, steps=6, guidance=w)
-    x = PerSampleNoise(3, range(2)).randn(SHAPE)
+    out = _run(3, range(2), cond, sched, sampler=sampler, steps=6, guidance=w)
+    noise = PerSampleNoise(3, range(2))
+    x = noise.randn(SHAPE)
     previous = None
     for t, s in timestep_pairs(100, 6):
         tt = torch.full((2,), t)
         eps_c, eps_u = toy_model(x, tt, cond), toy_model(x, tt, torch.full_like(cond, NULL))
-        x, x0 = dpmpp_2m_step(sched, x, eps_u + w * (eps_c - eps_u), t, s, previous)
+        eps = eps_u + w * (eps_c - eps_u)
+        if sampler == "dpm++2m":
+            x, x0 = dpmpp_2m_step(sched, x, eps, t, s, previous)
+        else:
+            x, x0 = dpmpp_2m_sde_step(sched, x, eps, t, s, previous, noise.randn(SHAPE) if s >= 0 else None)
         previous = Denoised(t, x0)
     torch.testing.assert_close(out, x.clamp(-1, 1), rtol=1e-6, atol=1e-6)
 
 
-def test_sample_dpmpp_2m_guidance_is_one_batched_forward_per_step() -> None:
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_sample_dpmpp_2m_guidance_is_one_batched_forward_per_step(sampler: str) -> None:
     """NFE = steps: under guidance each step is one call on the doubled batch [x; x] with classes [c; null]."""
     sched = NoiseSchedule.create("linear", 100)
     calls = []
@@ -316,33 +405,45 @@ def test_sample_dpmpp_2m_guidance_is_one_batched_forward_per_step() -> None:
         calls.append((x.shape[0], c.tolist()))
         return toy_model(x, t, c)
 
-    _run(0, range(3), torch.tensor([0, 1, 2]), sched, model=counting, steps=7, guidance=3.0)
+    _run(0, range(3), torch.tensor([0, 1, 2]), sched, model=counting, sampler=sampler, steps=7, guidance=3.0)
     assert calls == [(6, [0, 1, 2, NULL, NULL, NULL])] * 7
     calls.clear()
-    _run(0, range(3), torch.tensor([0, 1, 2]), sched, model=counting, steps=7, guidance=1.0)
+    _run(0, range(3), torch.tensor([0, 1, 2]), sched, model=counting, sampler=sampler, steps=7, guidance=1.0)
     assert calls == [(3, [0, 1, 2])] * 7
 
 
-def test_sample_dpmpp_2m_is_deterministic_and_seeded_per_image() -> None:
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_sample_dpmpp_2m_is_deterministic_and_seeded_per_image(sampler: str) -> None:
     sched = NoiseSchedule.create("cosine", 50)
     cond = torch.tensor([2, 0, 1, 2])
-    whole = _run(9, range(4), cond, sched, steps=8, guidance=2.0)
-    again = _run(9, range(4), cond, sched, steps=8, guidance=2.0)
-    head = _run(9, [0], cond[:1], sched, steps=8, guidance=2.0)
-    tail = _run(9, [1, 2, 3], cond[1:], sched, steps=8, guidance=2.0)
-    other = _run(10, range(4), cond, sched, steps=8, guidance=2.0)
+    kw = dict(sampler=sampler, steps=8, guidance=2.0)
+    whole = _run(9, range(4), cond, sched, **kw)
+    again = _run(9, range(4), cond, sched, **kw)
+    head = _run(9, [0], cond[:1], sched, **kw)
+    tail = _run(9, [1, 2, 3], cond[1:], sched, **kw)
+    other = _run(10, range(4), cond, sched, **kw)
     assert whole.shape == (4, *SHAPE) and whole.dtype == torch.float32
     assert torch.equal(whole, again)
     assert torch.equal(torch.cat([head, tail]), whole)  # image i depends on (seed, i) only, not on the batch
     assert not torch.isclose(whole, other).all(dim=(1, 2, 3)).any()
     assert whole.min() >= -1 and whole.max() <= 1
-    # deterministic: eta is a DDIM setting and draws no noise here
-    torch.testing.assert_close(_run(9, range(4), cond, sched, steps=8, guidance=2.0, eta=1.0), whole, rtol=0, atol=0)
+    # eta is a DDIM setting: it changes nothing here
+    torch.testing.assert_close(_run(9, range(4), cond, sched, eta=1.0, **kw), whole, rtol=0, atol=0)
 
 
-def test_sample_dpmpp_2m_default_steps_and_callback() -> None:
-    assert DEFAULT_STEPS["dpm++2m"] == 20
+def test_sample_dpmpp_2m_sde_differs_from_the_ode_form() -> None:
+    """Same start x_T, same model: the SDE form's fresh noise changes the images."""
+    sched = NoiseSchedule.create("cosine", 50)
+    cond = torch.tensor([0, 1])
+    ode = _run(2, range(2), cond, sched, sampler="dpm++2m", steps=8)
+    sde = _run(2, range(2), cond, sched, sampler="dpm++2m-sde", steps=8)
+    assert not torch.isclose(ode, sde).all(dim=(1, 2, 3)).any()
+
+
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_sample_dpmpp_2m_default_steps_and_callback(sampler: str) -> None:
+    assert DEFAULT_STEPS[sampler] == 20
     sched = NoiseSchedule.create("linear", 100)
     seen = []
-    _run(0, range(2), torch.tensor([0, 1]), sched, callback=lambda t, x, x0: seen.append(t))
+    _run(0, range(2), torch.tensor([0, 1]), sched, sampler=sampler, callback=lambda t, x, x0: seen.append(t))
     assert seen == [t for t, _ in timestep_pairs(100, 20)] and seen[-1] == 4  # 20 steps, the last to t_prev = -1

@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 from .errors import UserError
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
-SAMPLER_HELP = "ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, few steps"
+SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
+                "few steps; dpm++2m-sde: its stochastic form")
 
 
 class Parser(argparse.ArgumentParser):
