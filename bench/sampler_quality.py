@@ -73,9 +73,14 @@ def main() -> None:
     ap.add_argument("--no-inception", action="store_true", help="skip the Inception FID (slow on a CPU)")
     ap.add_argument("--cache-dir", type=Path, default=None, help="reference-feature cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json", type=Path, default=None, help="also write the rows here (rewritten after every config)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="write the rows here after every config; rows already in it for the same checkpoint, N, "
+                         "guidance and seed are reused, not measured again (add configs to an earlier run)")
     args = ap.parse_args()
     configs = parse_configs(args.configs)
+    settings = {"checkpoint": str(args.checkpoint), "per_class": args.per_class, "guidance": args.guidance,
+                "seed": args.seed}
+    done = earlier_rows(args.json, settings)
 
     run = load_run(args.checkpoint, device=args.device)
     real = load_reference(run, EvalSettings(), args.cache_dir)  # the run's test split, uint8 (N, C, H, W)
@@ -104,6 +109,10 @@ def main() -> None:
     wanted = torch.arange(k).repeat_interleave(args.per_class)  # class-major, as run.sample returns them
     rows = []
     for sampler, steps in configs:
+        if (sampler, steps) in done:
+            rows.append(done[sampler, steps])
+            print(f"  {sampler} {steps}: from {args.json}", flush=True)
+            continue
         calls[0] = 0
         t0 = time.perf_counter()
         x = run.sample(None, args.per_class, sampler=sampler, steps=steps, guidance=args.guidance, seed=args.seed,
@@ -122,9 +131,20 @@ def main() -> None:
         rows.append(row)
         print("  " + ", ".join(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}" for key, v in row.items()), flush=True)
         if args.json:
-            args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "per_class": args.per_class,
-                                             "guidance": args.guidance, "seed": args.seed, "rows": rows}, indent=1))
+            kept = [r for key, r in done.items() if key not in {(q["sampler"], q["steps"]) for q in rows}]
+            args.json.write_text(json.dumps({**settings, "machine": machine(), "date": str(date.today()),
+                                             "rows": kept + rows}, indent=1))
     print_table(rows)
+
+
+def earlier_rows(path: Path | None, settings: dict) -> dict[tuple[str, int], dict]:
+    """Rows of an earlier run written to `path` with the same settings, by (sampler, steps)."""
+    if path is None or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if any(old.get(key) != value for key, value in settings.items()):
+        raise SystemExit(f"{path} holds rows for other settings; give another --json")
+    return {(r["sampler"], r["steps"]): r for r in old["rows"]}
 
 
 def print_table(rows: list[dict]) -> None:
