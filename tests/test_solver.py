@@ -58,6 +58,19 @@ def _reference(name: str, sched: NoiseSchedule, ts: list[int], clip: bool, algor
     return ref
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("n", [1, 10, 20, 50, 100])
+def test_timesteps_are_diffusers_dpm_solver_trailing(n: int) -> None:
+    """For N dividing T, diffusers' own "trailing" DPM-Solver timesteps are ours, and its last sigma (final_sigmas_type
+    "zero") is the clean sample, our t_prev = -1."""
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                                timestep_spacing="trailing", final_sigmas_type="zero")
+    ref.set_timesteps(n)
+    pairs = timestep_pairs(1000, n)
+    assert ref.timesteps.tolist() == [t for t, _ in pairs]
+    assert len(ref.sigmas) == n + 1 and ref.sigmas[-1] == 0 and pairs[-1][1] == -1
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 on diffusers' tensor -> array
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("n", [1, 2, 7, 10, 20, 50])
