@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--no-inception", action="store_true", help="skip the Inception FID (slow on a CPU)")
     ap.add_argument("--cache-dir", type=Path, default=None, help="reference-feature cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--real-floor", action="store_true",
+                    help="add a row for N real train-split images (per class, in file order): the FID of real data at this N")
     ap.add_argument("--json", type=Path, default=None,
                     help="write the rows here after every config; rows already in it for the same checkpoint, N, "
                          "guidance and seed are reused, not measured again (add configs to an earlier run)")
@@ -108,6 +110,8 @@ def main() -> None:
     run.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     wanted = torch.arange(k).repeat_interleave(args.per_class)  # class-major, as run.sample returns them
     rows = []
+    if args.real_floor:
+        configs = [("real", 0)] + configs
     for sampler, steps in configs:
         if (sampler, steps) in done:
             rows.append(done[sampler, steps])
@@ -115,11 +119,13 @@ def main() -> None:
             continue
         calls[0] = 0
         t0 = time.perf_counter()
-        x = run.sample(None, args.per_class, sampler=sampler, steps=steps, guidance=args.guidance, seed=args.seed,
-                       batch_size=args.batch_size)
+        if sampler == "real":
+            images = real_images(run, args.per_class, args.cache_dir)
+        else:
+            images = to_uint8(run.sample(None, args.per_class, sampler=sampler, steps=steps, guidance=args.guidance,
+                                         seed=args.seed, batch_size=args.batch_size))
         row = {"sampler": sampler, "steps": steps, "nfe": calls[0] / math.ceil(n / args.batch_size),
                "sample_s": time.perf_counter() - t0}
-        images = to_uint8(x)
         if inception is not None:
             t0 = time.perf_counter()
             row["fid"] = metrics.frechet_distance(ref_incep, extract(inception, images, 50))
@@ -135,6 +141,13 @@ def main() -> None:
             args.json.write_text(json.dumps({**settings, "machine": machine(), "date": str(date.today()),
                                              "rows": kept + rows}, indent=1))
     print_table(rows)
+
+
+def real_images(run, per_class: int, cache_dir: Path | None) -> torch.Tensor:
+    """The first `per_class` train-split images of each class, class-major: real data as a floor for FID at this N."""
+    train = load_reference(run, EvalSettings(split="train"), cache_dir)
+    picks = [torch.nonzero(train.labels == c).flatten()[:per_class] for c in range(len(run.class_names))]
+    return torch.as_tensor(train.images[torch.cat(picks)])
 
 
 def earlier_rows(path: Path | None, settings: dict) -> dict[tuple[str, int], dict]:
@@ -157,7 +170,8 @@ def print_table(rows: list[dict]) -> None:
         head.append("per-class accuracy")
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
-        cells = [r["sampler"], str(r["steps"]), f"{r['nfe']:g}", f"{r['sample_s']:.0f}"]
+        name = "real train images" if r["sampler"] == "real" else r["sampler"]
+        cells = [name, str(r["steps"]), f"{r['nfe']:g}", f"{r['sample_s']:.0f}"]
         for key, _ in cols:
             cells += [f"{r[key]:.2f}", f"{r[key] / base[key]:.2f}" if base else "-"]
         if "accuracy" in r:
