@@ -77,6 +77,18 @@ def test_sample_ddpm_sampler(run_dir, tmp_path):
                  str(tmp_path / "g.png"), "--quiet"]) == 0
 
 
+@pytest.mark.parametrize("sampler,steps", [("dpm++2m", 20), ("ddim", 50), ("ddpm", 50)])
+def test_sample_default_steps_per_sampler(run_dir, tmp_path, monkeypatch, sampler, steps):
+    import ddpm.sampler
+
+    seen = []
+    original = ddpm.sampler.timestep_pairs
+    monkeypatch.setattr(ddpm.sampler, "timestep_pairs", lambda T, n: seen.append(n) or original(T, n))
+    assert main(["sample", "--checkpoint", str(run_dir), "cat", "-n", "1", "--sampler", sampler, "--out",
+                 str(tmp_path / "g.png"), "--quiet"]) == 0
+    assert seen == [steps]
+
+
 def test_noise_smoke(tmp_path, capsys):
     out = tmp_path / "noising.gif"
     assert main(["noise", "--out", str(out), "--frames", "4", "--image-size", "32"]) == 0

@@ -50,6 +50,14 @@ def test_eval_writes_json_report_and_grid_and_is_deterministic(run_dir, classifi
     assert (tmp_path / "a" / "samples.png").is_file() and "# Evaluation" in (tmp_path / "a" / "report.md").read_text()
 
 
+def test_eval_with_dpm_solver_defaults_to_20_steps(run_dir, tmp_path):
+    args = ["eval", "--checkpoint", str(run_dir), "--num-samples", "10", "--sampler", "dpm++2m", "--no-inception",
+            "--quiet", "--out", str(tmp_path / "e")]
+    assert main(args) == 0
+    settings = json.loads((tmp_path / "e" / "eval.json").read_text())["settings"]
+    assert settings["sampler"] == "dpm++2m" and settings["steps"] == 20
+
+
 def test_classifier_round_trip(classifier_file):
     model = load_classifier(classifier_file)
     assert model.config.image_size == 16 and len(model.config.class_names) == 10

@@ -192,7 +192,7 @@ class TrainedModel:
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1]. Defaults: 50 strided
-        ancestral steps at guidance 3 (steps=None: every one of the T steps for ddpm, 50 for ddim).
+        ancestral steps at guidance 3 (steps=None: every one of the T steps for ddpm, 50 for ddim, 20 for dpm++2m).
         Image j of a class starts from noise seeded by (seed, j): it does not depend on batch_size, on n, or on
         which other classes are asked for, and image j of every class shares its noise (compare classes).
         progress(images) after each batch; callback(t, x_t, x0_hat) after each step of each batch (trajectory.py)."""

@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 from .errors import UserError
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
+SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
+                "few steps; dpm++2m-sde: its stochastic form")
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
     from .data import BUILTIN
     from .transforms import CROPS
-    from .sampler import SAMPLERS, VARIANCES
+    from .sampler import DEFAULT_STEPS, SAMPLERS, VARIANCES
     from .schedule import SCHEDULES
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     m, d, t, dc = ModelConfig(), DiffusionConfig(), TrainConfig(), DataConfig()
+    steps_help = ", ".join(f"{n} for {s}" for s, n in DEFAULT_STEPS.items())
 
     p = sub.add_parser("train", help="train a model on a dataset", formatter_class=fmt)
     p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
@@ -115,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None, help="also save each image as DIR/row<r>-<j>.png with its own metadata")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("-n", type=positive_int, default=8, help="images per class")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral (stochastic); ddim: deterministic at eta 0")
-    p.add_argument("--steps", type=positive_int, default=50,
-                   help="sampling steps, evenly spaced over T; ddpm with T steps is the original sampler (slow)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=SAMPLER_HELP)
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"sampling steps, evenly spaced over T (default: {steps_help}); ddpm with T steps is the original sampler (slow)")
     p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
     p.add_argument("--variance", choices=VARIANCES, default="beta_tilde", help="ancestral DDPM step variance")
@@ -169,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="dataset of the real reference images (default: the run's)")
     p.add_argument("--split", default="test", help="split of the reference images (the built-in dataset: test or train)")
     p.add_argument("--num-samples", type=positive_int, default=None, help="generated images in all, split over the classes (default: 1000 on CPU, 10000 on GPU)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddpm: ancestral; ddim: deterministic at eta 0")
-    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
+    p.add_argument("--steps", type=positive_int, default=None, help=f"sampling steps (default: {steps_help})")
     p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and of KID's subsets")

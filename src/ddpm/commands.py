@@ -76,10 +76,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     rows = len(prompts) or (1 if run.cond == "none" else len(run.class_names))
-    traj = Trajectory(args.steps) if args.trajectory else None
-    with _one_line_warnings(), SamplingBar(rows * args.n, args.batch_size, args.steps, enabled=not args.quiet) as bar:
+    steps = _steps(args)
+    traj = Trajectory(steps) if args.trajectory else None
+    with _one_line_warnings(), SamplingBar(rows * args.n, args.batch_size, steps, enabled=not args.quiet) as bar:
         out = run.sample_prompts(prompts or None, args.n, negative=args.negative, strict=args.strict,
-                                 sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                 sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed,
                                  eta=args.eta, variance=args.variance, batch_size=args.batch_size,
                                  callback=chain(bar, traj))
     for row in out.rows if prompts else []:
@@ -87,7 +88,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if out.negative is not None:
         print("negative: " + _describe_row(out.negative))
     meta = {"prompts": [r.prompt for r in out.rows], "drawn": [r.label for r in out.rows],
-            "negative": args.negative or "", "seed": args.seed, "sampler": args.sampler, "steps": args.steps,
+            "negative": args.negative or "", "seed": args.seed, "sampler": args.sampler, "steps": steps,
             "guidance": args.guidance if run.cond != "none" else 1.0, "eta": args.eta, "variance": args.variance,
             "n": args.n, "checkpoint": str(args.checkpoint), "checkpoint_step": run.step, "cond": run.cond,
             "software": "ddpm"}
@@ -167,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device), sampler=args.sampler,
-                            steps=args.steps, guidance=args.guidance, eta=args.eta, seed=args.seed,
+                            steps=_steps(args), guidance=args.guidance, eta=args.eta, seed=args.seed,
                             batch_size=args.batch_size, data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
@@ -238,6 +239,13 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = saved
+
+
+def _steps(args: argparse.Namespace) -> int:
+    """--steps, or the sampler's default (50 for ddpm and ddim, 20 for dpm++2m)."""
+    from .sampler import DEFAULT_STEPS
+
+    return args.steps or DEFAULT_STEPS[args.sampler]
 
 
 def _parent(path: Path) -> None:

@@ -22,7 +22,7 @@ DEMO_MODEL = ModelConfig(
 )
 DEMO_DIFFUSION = DiffusionConfig(schedule="cosine", num_steps=1000, loss_weighting="min-snr", cond_drop_prob=0.1)
 DEMO_TRAIN = TrainConfig(
-    steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
+    steps=1200, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
     sample_every=0, save_every=0,
 )
 PER_CLASS = 8

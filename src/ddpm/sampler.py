@@ -4,11 +4,15 @@ no step rule calls the network. One loop (`sample`) drives any rule over a list 
 t_prev = -1 denotes the clean sample (alpha_bar_{-1} = 1). For a pair (t, s) with s < t, define
     alpha_bar_t, alpha_bar_s,   beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s   (the noise added from s to t)
 which reduce to beta_t when s = t - 1.
+
+`dpm++2m` (DPM-Solver++(2M)) and `dpm++2m-sde` are multistep: their step also takes the previous step's x0_hat
+(`Denoised`), which the loop carries from one step to the next; the network is still called only by the loop.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,7 +22,8 @@ from .diffusion import EpsModel
 from .guidance import guided_eps
 from .schedule import NoiseSchedule
 
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
+DEFAULT_STEPS: dict[str, int] = {"ddpm": 50, "ddim": 50, "dpm++2m": 20, "dpm++2m-sde": 20}  # the CLI's step count when none is given
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
 
 
@@ -122,6 +127,85 @@ def ddim_step(
     return x_s, x0
 
 
+@dataclass(frozen=True)
+class Denoised:
+    """x0_hat predicted at step t: what the multistep DPM-Solver++ remembers of its previous step."""
+
+    t: int
+    x0: torch.Tensor
+
+
+def log_snr_half(schedule: NoiseSchedule, t: int) -> float:
+    """lambda_t = log(alpha_t / sigma_t) = log(sqrt(ab_t) / sqrt(1 - ab_t)), half the log-SNR; from float64."""
+    ab = float(schedule.alpha_bar[t])
+    return 0.5 * (math.log(ab) - math.log1p(-ab))
+
+
+def _multistep_x0(schedule: NoiseSchedule, x0: torch.Tensor, t: int, t_prev: int, previous: Denoised | None) -> torch.Tensor:
+    """D, the data prediction DPM-Solver++(2M) integrates over [lambda_t, lambda_s] (Lu et al. 2022, Algorithm 2):
+    x0_hat alone for the first (first-order) step; else, with previous = (u, x0_u), u > t, h = lambda_s - lambda_t
+    and r = (lambda_t - lambda_u) / h:   D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_u."""
+    if previous is None:
+        return x0
+    lam_t = log_snr_half(schedule, t)
+    r = (lam_t - log_snr_half(schedule, previous.t)) / (log_snr_half(schedule, t_prev) - lam_t)
+    return (1 + 0.5 / r) * x0 - (0.5 / r) * previous.x0
+
+
+def dpmpp_2m_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    previous: Denoised | None,
+    clip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPM-Solver++(2M) step (Lu et al. 2022, "DPM-Solver++", Algorithm 2), data prediction, from t to s = t_prev.
+
+    With alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma), h = lambda_s - lambda_t > 0 and D from
+    `_multistep_x0` (x0_hat on the first step, which makes it DDIM with eta 0):
+        x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) D
+    s = -1 (the clean sample: sigma_s = 0, lambda_s = +inf) returns x0_hat, so the last step is always first order,
+    as in diffusers with final_sigmas_type="zero". Returns (x_s, x0_hat); pass Denoised(t, x0_hat) to the next step."""
+    ab_t = float(schedule.alpha_bar[t])
+    x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
+    if t_prev < 0:
+        return x0, x0
+    ab_s = float(schedule.alpha_bar[t_prev])
+    h = log_snr_half(schedule, t_prev) - log_snr_half(schedule, t)
+    ratio = math.sqrt((1 - ab_s) / (1 - ab_t))  # sigma_s / sigma_t
+    coef = -math.sqrt(ab_s) * math.expm1(-h)  # alpha_s (1 - e^{-h})
+    return ratio * x_t + coef * _multistep_x0(schedule, x0, t, t_prev, previous), x0
+
+
+def dpmpp_2m_sde_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    previous: Denoised | None,
+    noise: torch.Tensor | None,
+    clip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPM-Solver++(2M) SDE step (Lu et al. 2022, sec. 5 / diffusers' "sde-dpmsolver++", midpoint), with D as above:
+        x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D + sigma_s sqrt(1 - e^{-2h}) z
+    Its first step (D = x0_hat) is the DDPM posterior step with variance beta_tilde. s = -1 returns x0_hat (no noise).
+    Returns (x_s, x0_hat)."""
+    ab_t = float(schedule.alpha_bar[t])
+    x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
+    if t_prev < 0:
+        return x0, x0
+    assert noise is not None, "a DPM-Solver++ SDE step needs noise"
+    ab_s = float(schedule.alpha_bar[t_prev])
+    h = log_snr_half(schedule, t_prev) - log_snr_half(schedule, t)
+    ratio = math.sqrt((1 - ab_s) / (1 - ab_t)) * math.exp(-h)  # (sigma_s / sigma_t) e^{-h}
+    one_minus = -math.expm1(-2 * h)  # 1 - e^{-2h}
+    d = _multistep_x0(schedule, x0, t, t_prev, previous)
+    return ratio * x_t + math.sqrt(ab_s) * one_minus * d + math.sqrt((1 - ab_s) * one_minus) * noise, x0
+
+
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
@@ -145,23 +229,32 @@ def sample(
 ) -> torch.Tensor:
     """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1].
 
-    sampler: `ddpm` (ancestral; steps defaults to T) or `ddim` (steps defaults to min(50, T)). callback(t, x_t, x0_hat)
-    after each step, for progress and trajectories."""
+    sampler: `ddpm` (ancestral; steps defaults to T), `ddim` (steps defaults to min(50, T)), `dpm++2m` (DPM-Solver++
+    (2M), deterministic) or `dpm++2m-sde` (its stochastic form; both default to min(20, T) steps). Each step is one
+    network call (a batch of 2B under guidance).
+    callback(t, x_t, x0_hat) after each step, for progress and trajectories."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps is None:
-        steps = schedule.num_steps if sampler == "ddpm" else min(50, schedule.num_steps)
+        steps = schedule.num_steps if sampler == "ddpm" else min(DEFAULT_STEPS[sampler], schedule.num_steps)
     cond = cond.to(device)
     x = noise.randn(shape, device)  # x_T ~ N(0, I)
+    previous: Denoised | None = None  # the multistep rules' memory: the last step's x0_hat
     for t, t_prev in timestep_pairs(schedule.num_steps, steps):
         tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         eps = guided_eps(model, x, tt, cond, null_id, guidance).float()
-        needs_noise = t_prev >= 0 and (sampler == "ddpm" or eta > 0)
+        needs_noise = t_prev >= 0 and (sampler in ("ddpm", "dpm++2m-sde") or (sampler == "ddim" and eta > 0))
         z = noise.randn(shape, device) if needs_noise else None
         if sampler == "ddpm":
             x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=variance, clip=clip)
-        else:
+        elif sampler == "ddim":
             x, x0 = ddim_step(schedule, x, eps, t, t_prev, z, eta=eta, clip=clip)
+        elif sampler == "dpm++2m":
+            x, x0 = dpmpp_2m_step(schedule, x, eps, t, t_prev, previous, clip=clip)
+            previous = Denoised(t, x0)
+        else:
+            x, x0 = dpmpp_2m_sde_step(schedule, x, eps, t, t_prev, previous, z, clip=clip)
+            previous = Denoised(t, x0)
         if callback is not None:
             callback(t, x, x0)
     return x.clamp(-1, 1)
