@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from ddpm.api import load_run
 from ddpm.errors import UserError
 from ddpm.serve import Limits, create_app, parse_request, resolve_request
-from ddpm.serve.generate import Generation, read_settings
+from ddpm.pngmeta import read_png_metadata as read_settings
+from ddpm.serve.generate import Generation
 from ddpm.serve.jobs import DONE, FAILED, JobQueue, QueueFull
 
 from helpers import untrained_run

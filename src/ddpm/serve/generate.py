@@ -6,19 +6,16 @@ sampler, steps and guidance give the same pictures in the browser and on the com
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from ..api import TrainedModel
 from ..data import to_uint8
 from ..guidance import NegativeAsNull
+from ..pngmeta import png_bytes
 from ..sampler import PerSampleNoise, sample
 from ..visual import make_grid, panel_scale, upscale
 from .prompt import Conditioning
@@ -27,7 +24,6 @@ from .request import GenerateRequest
 GRID_CELL_PX = 96  # images are upscaled (nearest neighbour) to about this size in the grid
 SINGLE_PX = 256  # ... and to about this size as single downloads
 PREVIEWS = 25  # at most this many x0 previews per job
-SETTINGS_KEY = "parameters"  # the PNG text chunk holding the settings as JSON
 
 
 @dataclass
@@ -37,24 +33,6 @@ class Generation:
     grid: bytes
     images: list[bytes]
     settings: dict[str, Any]
-
-
-def png_bytes(image: Image.Image, settings: dict[str, Any] | None = None) -> bytes:
-    """PNG-encode `image`, with `settings` as JSON in a tEXt chunk named SETTINGS_KEY."""
-    info = None
-    if settings is not None:
-        info = PngInfo()
-        info.add_text(SETTINGS_KEY, json.dumps(settings))
-        info.add_text("Software", "ddpm")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
-def read_settings(png: bytes) -> dict[str, Any]:
-    """The settings a PNG from `generate` carries."""
-    with Image.open(io.BytesIO(png)) as im:
-        return json.loads(im.text[SETTINGS_KEY])
 
 
 def grid_columns(n: int) -> int:
@@ -84,7 +62,7 @@ def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, ch
                callback=callback)
     images = to_uint8(x.cpu())  # (n, C, H, W)
     settings = {**request.to_dict(), "drawn": cond.label, "negative_drawn": cond.negative_label,
-                "checkpoint": checkpoint, "checkpoint_step": run.step, "image_size": c.image_size}
+                "checkpoint": checkpoint, "checkpoint_step": run.step, "image_size": c.image_size, "software": "ddpm"}
     grid = png_bytes(make_grid(images, nrow=cols, scale=grid_scale), {**settings, "grid_columns": cols})
     single_scale = panel_scale(c.image_size, SINGLE_PX)
     singles = [png_bytes(make_grid(upscale(images[j:j + 1], single_scale), nrow=1, pad=0), {**settings, "index": j})
