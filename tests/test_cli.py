@@ -77,7 +77,7 @@ def test_sample_ddpm_sampler(run_dir, tmp_path):
                  str(tmp_path / "g.png"), "--quiet"]) == 0
 
 
-@pytest.mark.parametrize("sampler,steps", [("dpm++2m", 20), ("ddim", 50), ("ddpm", 50)])
+@pytest.mark.parametrize("sampler,steps", [("dpm++2m", 20), ("dpm++2m-sde", 20), ("ddim", 50), ("ddpm", 50)])
 def test_sample_default_steps_per_sampler(run_dir, tmp_path, monkeypatch, sampler, steps):
     import ddpm.sampler
 
