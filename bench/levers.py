@@ -14,10 +14,10 @@ Prints median images/s over rounds and each variant's median per-round ratio to 
 
 from __future__ import annotations
 
+from rounds import images_per_s_in_rounds  # bench/ is on sys.path when a script runs
 import argparse
 import copy
 import statistics
-import time
 from unittest import mock
 
 import torch
@@ -81,15 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     names = args.variants.split(",")
     steps = {n: make_step(n, args.size, args.batch_size, args.threads) for n in names}
-    for n in names:
-        for _ in range(2):
-            steps[n]()
-    rates: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            steps[n]()
-            rates[n].append(args.batch_size / (time.perf_counter() - t0))
+    rates = images_per_s_in_rounds(steps, args.batch_size, args.rounds)
     print(f"demo model at {args.size}x{args.size}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds")
     print(f"{'variant':<15}{'img/s med':>10}{'(min-max)':>16}{'vs trainer':>12}{'(min-max)':>14}")
     for n in names:

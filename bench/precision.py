@@ -10,9 +10,9 @@ ratios). This is what decided the demo's precision and memory format (docs/demo.
 
 from __future__ import annotations
 
+from rounds import images_per_s_in_rounds  # bench/ is on sys.path when a script runs
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -61,16 +61,8 @@ def main() -> None:
     steps, params = {}, 0
     for name, (bf16, cl) in CONTENDERS.items():
         steps[name], params = make_step(bf16, cl, args.batch_size)
-        for _ in range(2):  # warm-up: kernel selection, allocator
-            steps[name]()
-    rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    names = list(CONTENDERS)
-    for r in range(args.rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(args.steps_per_round):
-                steps[name]()
-            rates[name].append(args.batch_size * args.steps_per_round / (time.perf_counter() - t0))
+    rates = images_per_s_in_rounds(steps, args.batch_size, args.rounds, args.steps_per_round)
+    names = list(steps)
     print(f"model: {params / 1e6:.2f}M parameters, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds x {args.steps_per_round} steps")
     print(f"{'contender':<20} {'img/s median':>12} {'min-max':>14} {'ratio to fp32':>14}")

@@ -12,6 +12,7 @@ the median of per-round ratios with its min-max.
 
 from __future__ import annotations
 
+from rounds import images_per_s_in_rounds  # bench/ is on sys.path when a script runs
 import argparse
 import copy
 import importlib
@@ -19,7 +20,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -81,16 +81,8 @@ def main() -> None:
     steps = {}
     for name, pkg in trees.items():
         steps[name], precision = make_step(pkg, args.size, args.batch_size)
-        for _ in range(2):
-            steps[name]()
-    rates: dict[str, list[float]] = {name: [] for name in steps}
+    rates = images_per_s_in_rounds(steps, args.batch_size, args.rounds, args.steps_per_round)
     names = list(steps)
-    for r in range(args.rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(args.steps_per_round):
-                steps[name]()
-            rates[name].append(args.batch_size * args.steps_per_round / (time.perf_counter() - t0))
     ratios = sorted(a / b for a, b in zip(rates["this"], rates["ref"]))
     print(f"demo step at {args.size}x{args.size}, batch {args.batch_size}, {precision}, {torch.get_num_threads()} "
           f"threads, {args.rounds} rounds x {args.steps_per_round} steps; ref = {args.ref}")
