@@ -4,7 +4,7 @@ Choices (measured on a 2-core AMD EPYC with AVX512-BF16; see docs/demo.md):
   * 28x28, 1 channel: the silhouettes' native size, so no pixel is invented and a step costs 23% less than at 32.
   * a small UNet (channels 32-64-64... see DEMO_MODEL) trained in bf16 autocast, about twice the fp32 speed here.
   * min-SNR weighting, a high peak LR with cosine decay, and a short EMA: fast convergence for a short run.
-  * sampling: DDIM, 50 steps, guidance 3.
+  * sampling: 50 strided ancestral (DDPM) steps, guidance 3.
 """
 
 from __future__ import annotations

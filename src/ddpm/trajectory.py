@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .data import to_uint8
-from .visual import CAPTION_H, _font, _grey, make_grid, panel_box, _label_margin
+from .visual import CAPTION_H, label_font, label_margin, make_grid, panel_box, text_grey
 
 GAP = 12  # px between the x_t and x0_hat grids of a frame
 STRIP_COLUMNS = 10
@@ -55,7 +55,7 @@ class Trajectory:
 def _captioned(grid: Image.Image, title: str) -> Image.Image:
     out = Image.new(grid.mode, (grid.width, grid.height + CAPTION_H))
     out.paste(grid, (0, CAPTION_H))
-    ImageDraw.Draw(out).text((out.width / 2, CAPTION_H / 2), title, fill=_grey(out.mode), font=_font(), anchor="mm")
+    ImageDraw.Draw(out).text((out.width / 2, CAPTION_H / 2), title, fill=text_grey(out.mode), font=label_font(), anchor="mm")
     return out
 
 
@@ -68,8 +68,8 @@ def trajectory_frame(x_t: torch.Tensor, x0_hat: torch.Tensor, nrow: int, caption
     frame = Image.new(left.mode, (left.width + GAP + right.width, left.height + CAPTION_H))
     frame.paste(left, (0, 0))
     frame.paste(right, (left.width + GAP, 0))
-    ImageDraw.Draw(frame).text((frame.width / 2, left.height + CAPTION_H / 2), caption, fill=_grey(frame.mode),
-                               font=_font(), anchor="mm")
+    ImageDraw.Draw(frame).text((frame.width / 2, left.height + CAPTION_H / 2), caption, fill=text_grey(frame.mode),
+                               font=label_font(), anchor="mm")
     return frame
 
 
@@ -90,8 +90,8 @@ def x0_strip(traj: Trajectory, nrow: int, labels: list[str] | None = None, scale
     draw = ImageDraw.Draw(strip)
     h, w = cells.shape[-2] * scale, cells.shape[-1] * scale
     for i, (_, t, _, _) in enumerate(columns):
-        x0, _, x1, _ = panel_box(i, h, w, left=_label_margin(names))
-        draw.text(((x0 + x1) / 2, CAPTION_H / 2 + 1), f"t={t}", fill=_grey(strip.mode), font=_font(), anchor="mm")
+        x0, _, x1, _ = panel_box(i, h, w, left=label_margin(names))
+        draw.text(((x0 + x1) / 2, CAPTION_H / 2 + 1), f"t={t}", fill=text_grey(strip.mode), font=label_font(), anchor="mm")
     return strip
 
 

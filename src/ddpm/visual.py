@@ -34,20 +34,22 @@ def _check_images(images: torch.Tensor) -> None:
                          f"{tuple(images.shape)}")
 
 
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The font of every label and caption in the pictures (Pillow's built-in: no font file needed)."""
     return ImageFont.load_default()
 
 
 def _text_width(text: str) -> int:
-    left, _, right, _ = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=_font())
+    left, _, right, _ = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=label_font())
     return int(math.ceil(right - left))
 
 
-def _grey(mode: str) -> int | tuple[int, int, int]:
+def text_grey(mode: str) -> int | tuple[int, int, int]:
+    """The labels' grey as a fill value for an image of `mode` ("L" or "RGB")."""
     return TEXT_GREY if mode == "L" else (TEXT_GREY,) * 3
 
 
-def _label_margin(labels: list[str] | None) -> int:
+def label_margin(labels: list[str] | None) -> int:
     """Width of the left margin that holds the row labels (0 without labels)."""
     if not labels:
         return 0
@@ -95,7 +97,7 @@ def make_grid(
     cols, rows = min(nrow, n), math.ceil(n / nrow)
     if labels is not None and len(labels) != rows:
         raise ValueError(f"got {len(labels)} labels for {rows} rows; pass one label per row")
-    margin = _label_margin(labels)
+    margin = label_margin(labels)
     canvas = torch.zeros(c, pad + rows * (h + pad), margin + pad + cols * (w + pad), dtype=torch.uint8)
     for k in range(n):
         r, col = divmod(k, nrow)
@@ -106,7 +108,7 @@ def make_grid(
     if labels:
         draw = ImageDraw.Draw(im)
         for r, text in enumerate(labels):
-            draw.text((LABEL_GAP, pad + r * (h + pad) + h / 2), text, fill=_grey(im.mode), font=_font(), anchor="lm")
+            draw.text((LABEL_GAP, pad + r * (h + pad) + h / 2), text, fill=text_grey(im.mode), font=label_font(), anchor="lm")
     return im
 
 
@@ -143,7 +145,7 @@ def _noising_frame(panels: torch.Tensor, schedules: list[NoiseSchedule], t: int,
     grid = make_grid(panels, nrow=len(panels), pad=pad, scale=scale)
     frame = Image.new(grid.mode, (grid.width, grid.height + 3 * CAPTION_H))
     frame.paste(grid, (0, CAPTION_H))
-    draw, grey, font = ImageDraw.Draw(frame), _grey(frame.mode), _font()
+    draw, grey, font = ImageDraw.Draw(frame), text_grey(frame.mode), label_font()
     h, w = panels.shape[-2] * scale, panels.shape[-1] * scale
     below = CAPTION_H + grid.height
     for i, s in enumerate(schedules):
@@ -194,8 +196,8 @@ def noising_strip(
     draw = ImageDraw.Draw(strip)
     h, w = image.shape[-2] * scale, image.shape[-1] * scale
     for i, step in enumerate(t.tolist()):
-        x0, _, x1, _ = panel_box(i, h, w, left=_label_margin(names))
-        draw.text(((x0 + x1) / 2, CAPTION_H / 2 + 1), f"t={step}", fill=_grey(strip.mode), font=_font(), anchor="mm")
+        x0, _, x1, _ = panel_box(i, h, w, left=label_margin(names))
+        draw.text(((x0 + x1) / 2, CAPTION_H / 2 + 1), f"t={step}", fill=text_grey(strip.mode), font=label_font(), anchor="mm")
     return strip
 
 
