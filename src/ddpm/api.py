@@ -21,7 +21,7 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .data import to_uint8
 from .captions import article, class_captions
-from .diffusion import EpsModel
+from .diffusion import EpsModel, as_eps_model
 from .errors import UserError
 from .guidance import NegativeAsNull
 from .network import UNet
@@ -77,6 +77,11 @@ class TrainedModel:
     step: int
     device: torch.device
     path: Path | None = None  # the run directory, when loaded from one
+
+    @property
+    def eps_model(self) -> EpsModel:
+        """The network as the samplers call it: eps(x_t, t, c), converted from v for a v-predicting run."""
+        return as_eps_model(self.model, self.schedule, self.config.diffusion.prediction)
 
     @property
     def class_names(self) -> list[str]:
@@ -149,7 +154,7 @@ class TrainedModel:
         model = None
         if negative is not None:
             neg_cond, (neg_row,) = self.resolve_negative(negative, strict)
-            model = NegativeAsNull(self.model, self.model.null_class, neg_cond[0])
+            model = NegativeAsNull(self.eps_model, self.model.null_class, neg_cond[0])
         cond = cond.repeat_interleave(n, dim=0)
         index = torch.arange(n).repeat(len(rows))
         images = self.sample_pairs(cond, index, model=model, **kwargs)
@@ -213,7 +218,7 @@ class TrainedModel:
         """Image index[i] of class cond[i], for each i: the same image `sample` gives for that (class, j) pair, so a
         subset of the pairs (one rank's share under torchrun) can be sampled on its own. cond: (N,) class ids, or
         (N, 384) text embeddings for a text model (class ids there stand for the prompt "a <class name>").
-        `model`: a wrapper of self.model to call instead (a negative prompt, guidance.NegativeAsNull)."""
+        `model`: a wrapper of self.eps_model to call instead (a negative prompt, guidance.NegativeAsNull)."""
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
         if self.cond == "text" and cond.dim() == 1 and len(cond):
@@ -224,7 +229,7 @@ class TrainedModel:
         out = []
         for start in range(0, len(cond), batch_size):
             stop = min(start + batch_size, len(cond))
-            x = sample(model or self.model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
+            x = sample(model or self.eps_model, self.schedule, cond[start:stop], (c.channels, c.image_size, c.image_size),
                        PerSampleNoise(seed, index[start:stop].tolist()), sampler=sampler, steps=steps,
                        guidance=guidance, null_id=self.model.null_class, eta=eta, variance=variance, device=self.device,
                        callback=callback)

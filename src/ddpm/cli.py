@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .transforms import CROPS
     from .sampler import DEFAULT_STEPS, SAMPLERS, VARIANCES
     from .schedule import SCHEDULES
+    from .diffusion import PREDICTIONS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (created)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule")
     p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
-    p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the eps-MSE per step")
+    p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the loss per step")
+    p.add_argument("--prediction", choices=PREDICTIONS, default=d.prediction,
+                   help="what the network predicts: eps (the added noise) or v (sqrt(ab) eps - sqrt(1-ab) x0)")
     p.add_argument("--cond", choices=CONDITIONINGS, default=m.cond,
                    help="class: class ids; text: captions (metadata.jsonl, else made from class names) through all-MiniLM-L6-v2; none: unconditional")
     p.add_argument("--cond-drop", type=probability, default=d.cond_drop_prob, help="probability of dropping the class or caption (for guidance)")

@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ),
         diffusion=DiffusionConfig(
             schedule=args.schedule, num_steps=args.timesteps, loss_weighting=args.loss_weighting,
-            cond_drop_prob=args.cond_drop,
+            prediction=args.prediction, cond_drop_prob=args.cond_drop,
         ),
         train=TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,

@@ -1,4 +1,13 @@
-"""The forward process q(x_t | x_0) and the epsilon-prediction training objective (DDPM Algorithm 1)."""
+"""The forward process q(x_t | x_0) and the training objective (DDPM Algorithm 1), for a network that predicts
+eps (DDPM) or v (Salimans & Ho 2022).
+
+With alpha = sqrt(alpha_bar_t), sigma = sqrt(1 - alpha_bar_t) and x_t = alpha x_0 + sigma eps:
+    v   = alpha eps - sigma x_0
+    eps = alpha v + sigma x_t          x_0 = alpha x_t - sigma v
+Both are affine in the network output for a fixed x_t, so classifier-free guidance mixes v or eps alike, and the
+samplers, written for eps, take a v network through `EpsFromV`. Unlike x_0 = (x_t - sigma eps) / alpha, which
+divides the network's error by alpha ~ 5e-5 at the last cosine step, x_0 from v stays well conditioned at high noise.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import torch
 from .schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+PREDICTIONS: tuple[str, ...] = ("eps", "v")  # what the network outputs
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -21,19 +31,51 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: 
     return _per_sample(schedule.sqrt_alpha_bar, t, x0) * x0 + _per_sample(schedule.sqrt_one_minus_alpha_bar, t, x0) * noise
 
 
+def v_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, the v-prediction target. Shapes as q_sample."""
+    return _per_sample(schedule.sqrt_alpha_bar, t, x0) * noise - _per_sample(schedule.sqrt_one_minus_alpha_bar, t, x0) * x0
+
+
+def eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t. x_t, v: (B, C, H, W); t: (B,)."""
+    return _per_sample(schedule.sqrt_alpha_bar, t, v) * v + _per_sample(schedule.sqrt_one_minus_alpha_bar, t, v) * x_t
+
+
+class EpsFromV:
+    """The EpsModel of a v-predicting network: what the samplers and guidance call."""
+
+    def __init__(self, net: EpsModel, schedule: NoiseSchedule) -> None:
+        self.net, self.schedule = net, schedule
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return eps_from_v(self.schedule, x.float(), t, self.net(x, t, c).float())
+
+
+def as_eps_model(net: EpsModel, schedule: NoiseSchedule, prediction: str) -> EpsModel:
+    """The network itself when it predicts eps, else wrapped to return eps."""
+    if prediction == "eps":
+        return net
+    if prediction == "v":
+        return EpsFromV(net, schedule)
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+
+
 def sample_timesteps(batch: int, num_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """t ~ Uniform{0, ..., T-1}: every step is trained, t = 0 included. Shape (B,), int64, on CPU."""
     return torch.randint(0, num_steps, (batch,), generator=generator)
 
 
-def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma: float = 5.0) -> torch.Tensor:
-    """Per-sample weight on the eps-MSE. `none`: 1 (DDPM's L_simple). `min-snr`: min(SNR_t, gamma) / SNR_t
-    (Hang et al. 2023, eq. for eps-prediction), which down-weights the easy low-noise steps. Returns (B,) float32."""
+def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma: float = 5.0,
+                 prediction: str = "eps") -> torch.Tensor:
+    """Per-sample weight on the MSE of the network's target. `none`: 1 (DDPM's L_simple). `min-snr` (Hang et al.
+    2023): min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) / (SNR_t + 1) for v; since
+    ||v - v_hat||^2 = (1 + 1/SNR_t) ||eps - eps_hat||^2, both put the same weight on the eps error, down-weighting
+    the easy low-noise steps. Returns (B,) float32."""
     if weighting == "none":
         return torch.ones(t.shape, dtype=torch.float32, device=t.device)
     if weighting == "min-snr":
         snr = schedule.snr.to(t.device)[t]
-        return (torch.clamp(snr, max=gamma) / snr).float()
+        return (torch.clamp(snr, max=gamma) / (snr if prediction == "eps" else snr + 1)).float()
     raise ValueError(f"unknown loss weighting {weighting!r}; choose none or min-snr")
 
 
@@ -46,10 +88,15 @@ def diffusion_loss(
     noise: torch.Tensor,
     weighting: str = "none",
     gamma: float = 5.0,
+    prediction: str = "eps",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """E || eps - eps_theta(x_t, t, c) ||^2 (DDPM eq. 14). Returns (scalar loss, per-sample unweighted MSE (B,))."""
+    """E || eps - eps_theta(x_t, t, c) ||^2 (DDPM eq. 14), or E || v - v_theta ||^2 when the network predicts v.
+    Returns (scalar weighted loss, per-sample unweighted MSE (B,))."""
     xt = q_sample(schedule, x0, t, noise)
-    eps = model(xt, t, cond)
-    per_sample = (eps.float() - noise.float()).pow(2).flatten(1).mean(1)  # (B,)
-    w = loss_weights(schedule, t, weighting, gamma)
+    out = model(xt, t, cond)
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+    target = noise if prediction == "eps" else v_target(schedule, x0.float(), t, noise.float())
+    per_sample = (out.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+    w = loss_weights(schedule, t, weighting, gamma, prediction)
     return (w * per_sample).mean(), per_sample.detach()

@@ -24,7 +24,7 @@ from .config import RunConfig
 from .batches import describe, make_stream
 from .data import ImageData
 from .distributed import World, any_rank, barrier, gather_objects, sum_over_ranks
-from .diffusion import diffusion_loss, sample_timesteps
+from .diffusion import as_eps_model, diffusion_loss, sample_timesteps
 from .errors import UserError
 from .guidance import drop_condition
 from .network import UNet, count_parameters
@@ -370,7 +370,8 @@ def train(
             for g in state.optimizer.param_groups:
                 g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, tc.steps, tc.lr_schedule)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting, dc.min_snr_gamma)
+                loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting, dc.min_snr_gamma,
+                                                 dc.prediction)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP: gradients averaged over ranks here
             if tc.grad_clip > 0:
@@ -390,7 +391,7 @@ def train(
             bar.update(1)
             if world.is_main and metrics.writer is not None and tc.sample_every and state.step % tc.sample_every == 0:
                 preview = text.preview() if text is not None else torch.arange(len(data.class_names))
-                metrics.writer.add_image("samples/ema", preview_grid(ema, schedule, preview, device), state.step)
+                metrics.writer.add_image("samples/ema", preview_grid(ema, schedule, preview, device, dc.prediction), state.step)
             if world.is_main and tc.save_every and state.step % tc.save_every == 0 and state.step != tc.steps:
                 save_checkpoint(out_dir / CHECKPOINT_NAME, config, model, ema, state.step)
             stopping = any_rank(world, stop.signum is not None) and state.step < tc.steps
@@ -420,15 +421,16 @@ def _wrap(model: UNet, world: World, device: torch.device) -> nn.Module:
 
 
 @torch.no_grad()
-def preview_grid(model: UNet, schedule: NoiseSchedule, rows: torch.Tensor, device: torch.device, per_class: int = 4) -> torch.Tensor:
+def preview_grid(model: UNet, schedule: NoiseSchedule, rows: torch.Tensor, device: torch.device, prediction: str = "eps",
+                 per_class: int = 4) -> torch.Tensor:
     """A (C, H, W) float grid in [0, 1], one row per condition in `rows` (class ids (R,) or embeddings (R, D)):
     20 DDIM steps at guidance 3, fixed seed."""
     from torchvision.utils import make_grid
 
     cond = rows.repeat_interleave(per_class, dim=0)
     shape = (model.config.channels, model.config.image_size, model.config.image_size)
-    x = sample(model, schedule, cond, shape, PerSampleNoise(0, range(len(cond))), sampler="ddim", steps=20,
-               guidance=3.0, null_id=model.null_class, device=device)
+    x = sample(as_eps_model(model, schedule, prediction), schedule, cond, shape, PerSampleNoise(0, range(len(cond))),
+               sampler="ddim", steps=20, guidance=3.0, null_id=model.null_class, device=device)
     return make_grid((x.float().cpu() + 1) / 2, nrow=per_class)
 
 

@@ -44,7 +44,7 @@ def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, ch
     """Draw request.n images of cond. report(step, preview PNG or None) after each denoising step."""
     n, c = request.n, run.config.model
     labels = cond.cond.expand(n, *cond.cond.shape)  # (n,) class ids or (n, D) embeddings
-    model = run.model if cond.negative is None else NegativeAsNull(run.model, run.model.null_class, cond.negative)
+    model = run.eps_model if cond.negative is None else NegativeAsNull(run.eps_model, run.model.null_class, cond.negative)
     every = max(1, math.ceil(request.steps / PREVIEWS))
     cols, grid_scale = grid_columns(n), panel_scale(c.image_size, GRID_CELL_PX)
     done = 0
