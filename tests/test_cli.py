@@ -51,15 +51,16 @@ def test_train_smoke(tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
-def test_train_grad_checkpointing_flag_is_recorded(tmp_path):
+def test_train_grad_checkpointing_and_prediction_flags_are_recorded(tmp_path):
     import json
 
     out = tmp_path / "ck"
     code = main(["train", "--out", str(out), "--image-size", "16", "--base-channels", "8", "--channel-mults", "1,2",
                  "--num-res-blocks", "1", "--attention-resolutions", "8", "--timesteps", "50", "--steps", "1",
-                 "--batch-size", "2", "--quiet", "--precision", "fp32", "--grad-checkpointing"])
+                 "--batch-size", "2", "--quiet", "--precision", "fp32", "--grad-checkpointing", "--prediction", "v"])
     assert code == 0
-    assert json.loads((out / "config.json").read_text())["model"]["checkpointing"] is True
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["checkpointing"] is True and config["diffusion"]["prediction"] == "v"
 
 
 def test_sample_smoke_with_names_and_indices(run_dir, tmp_path, capsys):
@@ -122,6 +123,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
     (["train", "--out", "x", "--steps", "0"], "positive integer"),
     (["train", "--out", "x", "--schedule", "quadratic"], "invalid choice"),
     (["train", "--out", "x", "--cond-drop", "1.5"], "[0, 1]"),
+    (["train", "--out", "x", "--prediction", "x0"], "invalid choice"),
     (["sample", "cat"], "--checkpoint"),
     (["sample", "--checkpoint", "x", "-n", "-3"], "positive integer"),
     (["frobnicate"], "invalid choice"),
