@@ -3,6 +3,9 @@
 Choices (measured on a 2-core AMD EPYC with AVX512-BF16; see docs/demo.md):
   * 28x28, 1 channel: the silhouettes' native size, so no pixel is invented and a step costs 23% less than at 32.
   * a small UNet (channels 32-64-64... see DEMO_MODEL) trained in bf16 autocast, about twice the fp32 speed here.
+  * v-prediction: x0 = sqrt(ab) x_t - sqrt(1-ab) v stays well conditioned at high noise, where eps-prediction's
+    x0 = (x_t - sqrt(1-ab) eps) / sqrt(ab) amplifies the network's error; the global shape is decided there.
+    Per-class accuracy 99.3% vs 86.3% for eps at 1,000 steps (docs/demo.md).
   * min-SNR weighting, a high peak LR with cosine decay, and a short EMA: fast convergence for a short run.
   * sampling: 50 strided ancestral (DDPM) steps, guidance 3.
 """
@@ -20,9 +23,10 @@ DEMO_MODEL = ModelConfig(
     image_size=28, channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
     attention_resolutions=(7,), num_heads=4,
 )
-DEMO_DIFFUSION = DiffusionConfig(schedule="cosine", num_steps=1000, loss_weighting="min-snr", cond_drop_prob=0.1)
+DEMO_DIFFUSION = DiffusionConfig(schedule="cosine", num_steps=1000, loss_weighting="min-snr", prediction="v",
+                                 cond_drop_prob=0.1)
 DEMO_TRAIN = TrainConfig(
-    steps=1200, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
+    steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine", ema_decay=0.995, log_every=25,
     sample_every=0, save_every=0,
 )
 PER_CLASS = 8
