@@ -176,3 +176,19 @@ def test_a_config_without_prediction_reads_as_eps() -> None:
     saved = json.loads(tiny_config().to_json())
     del saved["diffusion"]["prediction"]
     assert RunConfig.from_dict(saved).diffusion.prediction == "eps"
+
+
+def test_a_checkpoint_with_an_unknown_prediction_is_a_user_error(tmp_path) -> None:
+    import copy
+
+    from ddpm.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from ddpm.errors import UserError
+    from ddpm.network import UNet
+
+    config = tiny_config()
+    config.data.class_names, config.model.num_classes = [str(i) for i in range(10)], 10
+    config.diffusion.prediction = "x0"
+    model = UNet(config.model)
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, config, model, copy.deepcopy(model), 0)
+    with pytest.raises(UserError, match="predicts 'x0'"):
+        load_run(tmp_path)

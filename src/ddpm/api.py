@@ -21,7 +21,7 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .data import to_uint8
 from .captions import article, class_captions
-from .diffusion import EpsModel, as_eps_model
+from .diffusion import PREDICTIONS, EpsModel, as_eps_model
 from .errors import UserError
 from .guidance import NegativeAsNull
 from .network import UNet
@@ -259,6 +259,9 @@ def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
 def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> TrainedModel:
     """Rebuild a trained model from a run directory or checkpoint file, with no other information."""
     config, weights, ema_weights, step = load_checkpoint(path)
+    if config.diffusion.prediction not in PREDICTIONS:
+        raise UserError(f"checkpoint {path} predicts {config.diffusion.prediction!r}, which this ddpm does not know "
+                        f"({', '.join(PREDICTIONS)}); upgrade ddpm or retrain")
     model = UNet(config.model)
     state = ema_weights if use_ema and ema_weights else weights
     try:
