@@ -1,7 +1,7 @@
 """Does bf16 autocast train as well as fp32? The demo configuration trained twice, same seed and data order, once
 per precision; their training-loss curves side by side and the held-out loss of each EMA model, evaluated in fp32.
 
-    .venv/bin/python bench/precision_curves.py                  # 400 steps each (about 6 min on 2 cores)
+    .venv/bin/python bench/precision_curves.py                  # 400 steps each (8 min on 2 idle cores)
     .venv/bin/python bench/precision_curves.py --steps 1200 --png curves.png
 
 Training loss: the trainer's logged mean over each 25-step window (min-SNR weighted; random t, so noisy).
