@@ -123,3 +123,32 @@ def test_cpu_training_attention_matches_the_fused_kernel():
     torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
     for a, b in zip(leaves, ref_leaves):
         torch.testing.assert_close(a.grad.float(), b.grad, rtol=0.05, atol=0.05)
+
+
+def test_cpu_training_attention_in_batch_chunks_matches_the_fused_kernel(monkeypatch):
+    """With more attention weights than CHUNK_ELEMENTS the explicit path runs the batch in chunks (here 2, 2, 1:
+    the last one short); values and gradients of every image must still match the fused kernel in fp32."""
+    import ddpm.network as network
+
+    calls = []
+    softmax_attention = network.softmax_attention
+    monkeypatch.setattr(network, "CHUNK_ELEMENTS", 2 * 4 * 49 * 49)
+    monkeypatch.setattr(network, "softmax_attention", lambda q, k, v: calls.append(q.shape[0]) or softmax_attention(q, k, v))
+    torch.manual_seed(1)
+    q, k, v, g = (torch.randn(5, 4, 49, 16) for _ in range(4))
+    leaves = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+    out = network.attend(*leaves)
+    out.backward(g.to(torch.bfloat16))
+    assert calls == [2, 2, 1]
+    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves)
+    ref.backward(g)
+    torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
+    for a, b in zip(leaves, ref_leaves):
+        torch.testing.assert_close(a.grad.float(), b.grad, rtol=0.05, atol=0.05)
+    network.attend(*(t.detach() for t in leaves))  # no gradient wanted (sampling): the fused kernel, no chunks
+    # past EXPLICIT_MAX_TOKENS the fused kernel again, even when training in bf16
+    n = network.EXPLICIT_MAX_TOKENS + 1
+    big = [torch.randn(1, 1, n, 8).to(torch.bfloat16).requires_grad_() for _ in range(3)]
+    network.attend(*big).sum().backward()
+    assert calls == [2, 2, 1]
