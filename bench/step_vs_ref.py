@@ -3,6 +3,8 @@ it) in this source tree against the same step in another checkout's, in turns: h
 
     .venv/bin/python bench/step_vs_ref.py --ref ../main/src            # 9 rounds x 3 steps each
     .venv/bin/python bench/step_vs_ref.py --ref ../main/src --size 32  # the same model at 32x32
+    .venv/bin/python bench/step_vs_ref.py --ref ../main/src --model animals64 --batch-size 32 --rounds 5
+        # the README's Animals-10 model instead: 64x64x3, widths 64-128-128-128, attention at 16 and 8 px (9.9M)
 
 The step is the body of training.py's loop without data loading and logging: diffusion_loss under the trainer's
 autocast, zero_grad, backward, clip_grad_norm_, make_optimizer's AdamW step, and the EMA update. Both trees
@@ -36,9 +38,12 @@ def load_tree(src: Path, name: str) -> ModuleType:
     return sys.modules[name]
 
 
-def make_step(pkg: ModuleType, size: int, batch: int):
+def make_step(pkg: ModuleType, size: int, batch: int, model_name: str = "demo"):
     config = pkg.demo.demo_config()
     config.model.image_size = size
+    if model_name == "animals64":  # README: --channels 3 --image-size 64 --base-channels 64 --channel-mults 1,2,2,2
+        m = config.model  # --attention-resolutions 16,8
+        m.channels, m.image_size, m.base_channels, m.channel_mults, m.attention_resolutions = 3, 64, 64, (1, 2, 2, 2), (16, 8)
     device = torch.device("cpu")
     precision = pkg.training.resolve_precision(config.train.precision, device)
     torch.manual_seed(0)
@@ -48,7 +53,7 @@ def make_step(pkg: ModuleType, size: int, batch: int):
     schedule = pkg.schedule.NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
     m, d = config.model, config.diffusion
     g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(batch, m.channels, size, size, generator=g) * 2 - 1
+    x0 = torch.rand(batch, m.channels, m.image_size, m.image_size, generator=g) * 2 - 1
     noise = torch.randn(x0.shape, generator=g)
     cond, t = torch.randint(0, m.num_classes + 1, (batch,), generator=g), torch.randint(0, d.num_steps, (batch,), generator=g)
     state = {"step": 0}
@@ -71,7 +76,8 @@ def make_step(pkg: ModuleType, size: int, batch: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", type=Path, required=True, help="the other checkout's src folder (holding ddpm/)")
-    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--size", type=int, default=28, help="image size of the demo model")
+    ap.add_argument("--model", choices=("demo", "animals64"), default="demo")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--steps-per-round", type=int, default=3)
@@ -80,11 +86,12 @@ def main() -> None:
     trees = {"this": load_tree(here, "ddpm_this"), "ref": load_tree(args.ref.resolve(), "ddpm_ref")}
     steps = {}
     for name, pkg in trees.items():
-        steps[name], precision = make_step(pkg, args.size, args.batch_size)
+        steps[name], precision = make_step(pkg, args.size, args.batch_size, args.model)
     rates = images_per_s_in_rounds(steps, args.batch_size, args.rounds, args.steps_per_round)
     names = list(steps)
     ratios = sorted(a / b for a, b in zip(rates["this"], rates["ref"]))
-    print(f"demo step at {args.size}x{args.size}, batch {args.batch_size}, {precision}, {torch.get_num_threads()} "
+    size = 64 if args.model == "animals64" else args.size
+    print(f"{args.model} step at {size}x{size}, batch {args.batch_size}, {precision}, {torch.get_num_threads()} "
           f"threads, {args.rounds} rounds x {args.steps_per_round} steps; ref = {args.ref}")
     for name in names:
         print(f"{name:<5} {statistics.median(rates[name]):8.1f} img/s ({min(rates[name]):.1f}-{max(rates[name]):.1f})")
