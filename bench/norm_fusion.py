@@ -1,0 +1,80 @@
+"""GroupNorm + SiLU fused by torch.compile (inductor's generated C++ kernel) against eager, forward + backward under
+bf16 autocast, at the shapes where our 32 px bench model normalises (widths 32 and 64 at 32, 16 and 8 px, batch 32).
+
+Why: outside the convolutions, GroupNorm and SiLU are the largest part of our CPU training step (~10%, see
+bench/conv_ceiling.py and docs/benchmarks.md); one fused kernel would read and write each activation once instead
+of twice. This measures whether that pays before wiring it into the network.
+
+    .venv/bin/python bench/norm_fusion.py          # ~1 min on 2 cores, compilation included
+
+Prints per shape: compile time (first two calls), eager and compiled median ms over alternating rounds, their ratio
+(above 1: the fused kernel is faster) and the largest output difference (bf16 rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [(32, 32, 32, 32), (32, 64, 16, 16), (32, 64, 8, 8)]  # (B, C, H, W)
+
+
+def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """SiLU(GroupNorm(x)) with network.group_norm's gcd(32, C) groups: what every ResBlock and the output head
+    apply before a convolution."""
+    return F.silu(F.group_norm(x, math.gcd(32, x.shape[1]), weight, bias))
+
+
+def step(fn, shape: tuple[int, int, int, int]):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(torch.bfloat16).requires_grad_()
+    weight, bias = torch.ones(shape[1], requires_grad=True), torch.zeros(shape[1], requires_grad=True)
+    grad = torch.randn(shape, generator=gen).to(torch.bfloat16)
+
+    def run() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(x, weight, bias)
+        out.backward(grad)
+        x.grad = weight.grad = bias.grad = None
+        return out.detach()
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    compiled = torch.compile(norm_silu, dynamic=False)
+    print(f"GroupNorm(32 groups) + SiLU fwd+bwd, bf16 autocast, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    for shape in SHAPES:
+        eager_run, fused_run = step(norm_silu, shape), step(compiled, shape)
+        t0 = time.perf_counter()
+        fused_out = fused_run()
+        fused_run()
+        compile_s = time.perf_counter() - t0
+        eager_out = eager_run()
+        eager_run()
+        ms: dict[str, list[float]] = {"eager": [], "compiled": []}
+        runs = {"eager": eager_run, "compiled": fused_run}
+        for r in range(args.rounds):
+            for name in (["eager", "compiled"] if r % 2 == 0 else ["compiled", "eager"]):
+                t = time.perf_counter()
+                runs[name]()
+                ms[name].append((time.perf_counter() - t) * 1e3)
+        e, c = statistics.median(ms["eager"]), statistics.median(ms["compiled"])
+        diff = (eager_out.float() - fused_out.float()).abs().max().item()
+        print(f"{str(shape):<18} compile {compile_s:5.1f} s   eager {e:6.2f} ms   compiled {c:6.2f} ms   "
+              f"eager/compiled {e / c:.2f}x   max |diff| {diff:.3g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
