@@ -54,7 +54,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     compiled = torch.compile(norm_silu, dynamic=False)
-    print(f"GroupNorm(32 groups) + SiLU fwd+bwd, bf16 autocast, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    print(f"GroupNorm(32 groups) + SiLU fwd+bwd, bf16 autocast, {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__}")
     for shape in SHAPES:
         eager_run, fused_run = step(norm_silu, shape), step(compiled, shape)
         t0 = time.perf_counter()
