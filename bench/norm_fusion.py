@@ -1,5 +1,6 @@
 """GroupNorm + SiLU fused by torch.compile (inductor's generated C++ kernel) against eager, forward + backward under
-bf16 autocast, at the shapes where our 32 px bench model normalises (widths 32 and 64 at 32, 16 and 8 px, batch 32).
+bf16 autocast, at the shapes where our 32 px bench model normalises (batch 32: widths 32 and 64 at 32, 16 and 8 px,
+and the decoder's concatenated 96 and 128 channels).
 
 Why: outside the convolutions, GroupNorm and SiLU are the largest part of our CPU training step (~10%, see
 bench/conv_ceiling.py and docs/benchmarks.md); one fused kernel would read and write each activation once instead
@@ -21,12 +22,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-SHAPES = [(32, 32, 32, 32), (32, 64, 16, 16), (32, 64, 8, 8)]  # (B, C, H, W)
+SHAPES = [(32, 32, 32, 32), (32, 64, 16, 16), (32, 64, 8, 8), (32, 96, 32, 32), (32, 128, 16, 16)]  # (B, C, H, W)
 
 
 def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """SiLU(GroupNorm(x)) with network.group_norm's gcd(32, C) groups: what every ResBlock and the output head
-    apply before a convolution."""
+    """SiLU(GroupNorm(x)) with network.group_norm's gcd(32, C) groups: what each ResBlock applies before its first
+    convolution and the output head before the last (before the second convolution a scale-shift sits between)."""
     return F.silu(F.group_norm(x, math.gcd(32, x.shape[1]), weight, bias))
 
 

@@ -41,9 +41,10 @@ def load_tree(src: Path, name: str) -> ModuleType:
 def make_step(pkg: ModuleType, size: int, batch: int, model_name: str = "demo"):
     config = pkg.demo.demo_config()
     config.model.image_size = size
-    if model_name == "animals64":  # README: --channels 3 --image-size 64 --base-channels 64 --channel-mults 1,2,2,2
-        m = config.model  # --attention-resolutions 16,8
-        m.channels, m.image_size, m.base_channels, m.channel_mults, m.attention_resolutions = 3, 64, 64, (1, 2, 2, 2), (16, 8)
+    if model_name == "animals64":  # the README's `ddpm train --channels 3 --image-size 64 --base-channels 64
+        # --channel-mults 1,2,2,2 --attention-resolutions 16,8`: every other model setting at ModelConfig's default
+        config.model = pkg.config.ModelConfig(channels=3, image_size=64, base_channels=64, channel_mults=(1, 2, 2, 2),
+                                              attention_resolutions=(16, 8), num_classes=config.model.num_classes)
     device = torch.device("cpu")
     precision = pkg.training.resolve_precision(config.train.precision, device)
     torch.manual_seed(0)
@@ -76,7 +77,7 @@ def make_step(pkg: ModuleType, size: int, batch: int, model_name: str = "demo"):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", type=Path, required=True, help="the other checkout's src folder (holding ddpm/)")
-    ap.add_argument("--size", type=int, default=28, help="image size of the demo model")
+    ap.add_argument("--size", type=int, default=28, help="image size of the demo model (animals64: always 64)")
     ap.add_argument("--model", choices=("demo", "animals64"), default="demo")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=9)

@@ -120,32 +120,46 @@ def assert_bf16_attention_matches_fused(attend, q, k, v, g) -> None:
         torch.testing.assert_close(a.grad.float(), b.grad, rtol=0.05, atol=0.05)
 
 
-def test_cpu_training_attention_matches_the_fused_kernel():
-    """bf16 training on CPU takes the explicit softmax(q k^T / sqrt(d)) v path (faster backward); it must agree
-    with torch's fused kernel in value and gradient to bf16 precision."""
-    from ddpm.network import attend
-
-    torch.manual_seed(0)
-    assert_bf16_attention_matches_fused(attend, *(torch.randn(2, 4, 49, 16) for _ in range(4)))
-
-
-def test_cpu_training_attention_in_batch_chunks_matches_the_fused_kernel(monkeypatch):
-    """With more attention weights than CHUNK_ELEMENTS the explicit path runs the batch in chunks (here 2, 2, 1:
-    the last one short); values and gradients of every image must still match the fused kernel in fp32."""
+def record_softmax_attention(monkeypatch) -> list[int]:
+    """The batch size of every softmax_attention call attend makes from now on (one call per chunk)."""
     import ddpm.network as network
 
-    calls = []
-    softmax_attention = network.softmax_attention
-    monkeypatch.setattr(network, "CHUNK_ELEMENTS", 2 * 4 * 49 * 49)
-    monkeypatch.setattr(network, "softmax_attention",
-                        lambda q, k, v: calls.append(q.shape[0]) or softmax_attention(q, k, v))
+    calls: list[int] = []
+    inner = network.softmax_attention
+    monkeypatch.setattr(network, "softmax_attention", lambda q, k, v: calls.append(q.shape[0]) or inner(q, k, v))
+    return calls
+
+
+def test_cpu_training_attention_matches_the_fused_kernel(monkeypatch):
+    """bf16 training on CPU takes the explicit softmax(q k^T / sqrt(d)) v path (faster backward), here in one piece;
+    it must agree with torch's fused kernel in value and gradient to bf16 precision."""
+    from ddpm.network import attend
+
+    calls = record_softmax_attention(monkeypatch)
+    torch.manual_seed(0)
+    assert_bf16_attention_matches_fused(attend, *(torch.randn(2, 4, 49, 16) for _ in range(4)))
+    assert calls == [2]
+
+
+@pytest.mark.parametrize("chunk_elements, chunks", [(2 * 4 * 49 * 49, [2, 2, 1]), (1, [1, 1, 1, 1, 1])])
+def test_cpu_training_attention_in_batch_chunks_matches_the_fused_kernel(monkeypatch, chunk_elements, chunks):
+    """With more attention weights than CHUNK_ELEMENTS the explicit path runs the batch in chunks (2, 2, 1: the last
+    one short; or one image each when even one image is over); on the model's non-contiguous (B, heads, N, d)
+    views, values and gradients of every image must still match the fused kernel in fp32."""
+    import ddpm.network as network
+
+    calls = record_softmax_attention(monkeypatch)
+    monkeypatch.setattr(network, "CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(1)
-    q, k, v, g = (torch.randn(5, 4, 49, 16) for _ in range(4))
+    q, k, v = (torch.randn(5, 4, 16, 49).transpose(-1, -2) for _ in range(3))  # as Attention.forward makes them
+    g = torch.randn(5, 4, 49, 16)
+    assert not q.is_contiguous()
     assert_bf16_attention_matches_fused(network.attend, q, k, v, g)
-    assert calls == [2, 2, 1]
+    assert calls == chunks
+    calls.clear()
     network.attend(*(t.to(torch.bfloat16) for t in (q, k, v)))  # no gradient wanted (sampling): fused, no chunks
     # past EXPLICIT_MAX_TOKENS the fused kernel again, even when training in bf16
     n = network.EXPLICIT_MAX_TOKENS + 1
     big = [torch.randn(1, 1, n, 8).to(torch.bfloat16).requires_grad_() for _ in range(3)]
     network.attend(*big).sum().backward()
-    assert calls == [2, 2, 1]
+    assert calls == []

@@ -91,31 +91,37 @@ class Attention(nn.Module):
         return x + self.proj(out)
 
 
-EXPLICIT_MAX_TOKENS = 576  # 24x24: up to here the explicit path below trains faster than the fused CPU kernel
-CHUNK_ELEMENTS = 1 << 22  # attention-matrix elements (B_chunk * heads * N^2) per chunk: 8 MB in bf16
+EXPLICIT_MAX_TOKENS = 576  # 24x24: up to here explicit_attention trains faster than the fused CPU kernel
+CHUNK_ELEMENTS = 1 << 22  # attention-matrix elements (B_chunk * heads * N * M) per chunk: 8 MB in bf16
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over (B, heads, N, d).
+    """softmax(q k^T / sqrt(d)) v over (B, heads, N, d) queries and (B, heads, M, d) keys and values.
 
-    Training in bf16 on CPU with N <= 576 tokens (up to 24x24): two matmuls and a softmax per chunk of the batch,
-    each chunk's (B_chunk, heads, N, N) weights at most CHUNK_ELEMENTS, so that the softmax and its backward work
-    on a few MB at a time. Forward + backward is 1.2-7x faster there than torch's fused CPU kernel
-    (bench/attention.py); the autograd graph keeps each chunk's bf16 weights (2 bytes per element) where the
-    fused kernel keeps only a log-sum-exp per row. Otherwise (sampling, fp32, more tokens, CUDA) the fused kernel."""
-    b, heads, n, _ = q.shape
-    explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and n <= EXPLICIT_MAX_TOKENS
+    Training in bf16 on CPU with N <= EXPLICIT_MAX_TOKENS: explicit_attention, whose forward + backward was 1.2-7x
+    faster there than torch's fused CPU kernel over two runs of bench/attention.py; autograd keeps its bf16 weights
+    (2 bytes per element) where the fused kernel keeps only a log-sum-exp per row. Otherwise (sampling, fp32, more
+    tokens, CUDA) the fused kernel."""
+    explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= EXPLICIT_MAX_TOKENS
                 and torch.is_grad_enabled() and q.requires_grad)
     if not explicit:
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # contiguous: CPU kernel
-    chunk = max(1, CHUNK_ELEMENTS // (heads * n * n))
+    return explicit_attention(q, k, v)
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax_attention over chunks of the batch, each chunk's (B_chunk, heads, N, M) weights at most
+    CHUNK_ELEMENTS (or one image, if that alone has more), so that the softmax and its backward work on a few MB
+    at a time; images are independent, so the result is the unchunked one."""
+    b, heads, n, _ = q.shape
+    chunk = max(1, CHUNK_ELEMENTS // (heads * n * k.shape[-2]))
     if chunk >= b:
         return softmax_attention(q, k, v)
     return torch.cat([softmax_attention(q[i:i + chunk], k[i:i + chunk], v[i:i + chunk]) for i in range(0, b, chunk)])
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The textbook form: weights (B, heads, N, N) = softmax(q k^T / sqrt(d)); out (B, heads, N, d) = weights v."""
+    """The textbook form: weights (B, heads, N, M) = softmax(q k^T / sqrt(d)); out (B, heads, N, d) = weights v."""
     weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
     return weights.to(v.dtype) @ v
 
