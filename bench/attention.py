@@ -16,9 +16,9 @@ Prints per shape the median ms of each contender and the median per-round ratio 
 
 from __future__ import annotations
 
+from rounds import images_per_s_in_rounds  # bench/ is on sys.path when a script runs
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -64,14 +64,8 @@ def main() -> None:
     for shape in SHAPES:
         runs = {"fused": contender(fused, shape), "chunked": contender(explicit_attention, shape),
                 "unchunked": contender(softmax_attention, shape)}
-        for run in runs.values():
-            run(), run()  # warm-up
-        ms: dict[str, list[float]] = {name: [] for name in runs}
-        for r in range(args.rounds):
-            for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-                t0 = time.perf_counter()
-                runs[name]()
-                ms[name].append((time.perf_counter() - t0) * 1e3)
+        calls_per_s = images_per_s_in_rounds(runs, 1, args.rounds)  # 2 warm-up calls each, then alternating rounds
+        ms = {name: [1e3 / rate for rate in rates] for name, rates in calls_per_s.items()}
         ratio = sorted(f / o for f, o in zip(ms["fused"], ms["chunked"]))
         med = {name: statistics.median(v) for name, v in ms.items()}
         path = "chunked" if shape[2] <= EXPLICIT_MAX_TOKENS else "fused"

@@ -94,7 +94,7 @@ def main() -> None:
     names = ["ours", "peer-fp32", "peer-bf16"]
     runs = {n: make_model_run(n, args.size, args.channels, device, batch, schedule) for n in names}
     conv_flops = {n: conv_flops_per_step(r.model, schedule, batch) for n, r in runs.items()}
-    micro = [conv_contender(dt, cl, (32, 128, 32), device) for dt in (torch.bfloat16,) for cl in (False, True)]
+    micro = [conv_contender(torch.bfloat16, cl, (32, 128, 32), device) for cl in (False, True)]
     for r in runs.values():
         r.step(), r.step()  # warm-up: kernel selection, optimiser state
     for c in micro:

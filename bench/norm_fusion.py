@@ -14,10 +14,12 @@ Prints per shape: compile time (first two calls), eager and compiled median ms o
 
 from __future__ import annotations
 
+from rounds import images_per_s_in_rounds  # bench/ is on sys.path when a script runs
 import argparse
 import math
 import statistics
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     return F.silu(F.group_norm(x, math.gcd(32, x.shape[1]), weight, bias))
 
 
-def step(fn, shape: tuple[int, int, int, int]):
+def step(fn: Callable[..., torch.Tensor], shape: tuple[int, int, int, int]) -> Callable[[], torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(torch.bfloat16).requires_grad_()
     weight, bias = torch.ones(shape[1], requires_grad=True), torch.zeros(shape[1], requires_grad=True)
@@ -64,15 +66,8 @@ def main() -> None:
         fused_run()
         compile_s = time.perf_counter() - t0
         eager_out = eager_run()
-        eager_run()
-        ms: dict[str, list[float]] = {"eager": [], "compiled": []}
-        runs = {"eager": eager_run, "compiled": fused_run}
-        for r in range(args.rounds):
-            for name in (["eager", "compiled"] if r % 2 == 0 else ["compiled", "eager"]):
-                t = time.perf_counter()
-                runs[name]()
-                ms[name].append((time.perf_counter() - t) * 1e3)
-        e, c = statistics.median(ms["eager"]), statistics.median(ms["compiled"])
+        calls_per_s = images_per_s_in_rounds({"eager": eager_run, "compiled": fused_run}, 1, args.rounds, warmup=1)
+        e, c = (statistics.median(1e3 / rate for rate in calls_per_s[name]) for name in ("eager", "compiled"))
         diff = (eager_out.float() - fused_out.float()).abs().max().item()
         print(f"{str(shape):<18} compile {compile_s:5.1f} s   eager {e:6.2f} ms   compiled {c:6.2f} ms   "
               f"eager/compiled {e / c:.2f}x   max |diff| {diff:.3g}", flush=True)
