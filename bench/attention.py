@@ -1,5 +1,5 @@
 """Self-attention forward + backward under bf16 autocast on this CPU: torch's fused kernel against our explicit
-softmax(q k^T / sqrt(d)) v in batch chunks (ddpm.network.explicit_attention) and the same explicit form unchunked.
+softmax(q k^T / sqrt(d)) v in batch chunks (ddpm.network.unet.explicit_attention) and the same explicit form unchunked.
 
 Why: the trainer's attend() takes the chunked path up to network.EXPLICIT_MAX_TOKENS tokens and the fused kernel
 beyond; the chunks hold at most network.CHUNK_ELEMENTS weights. This is the measurement behind both numbers: the
@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ddpm.network import EXPLICIT_MAX_TOKENS, explicit_attention, softmax_attention
+from ddpm.network.unet import EXPLICIT_MAX_TOKENS, explicit_attention, softmax_attention
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

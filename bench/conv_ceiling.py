@@ -40,8 +40,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddpm.diffusion import diffusion_loss
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.forward import diffusion_loss
+from ddpm.diffusion.schedule import NoiseSchedule
 from train_throughput import conv_contender, make_batch, make_model_run  # bench/ is on sys.path
 
 CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # self time: oneDNN's kernels, not the

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddpm.batches import BatchStream
+from ddpm.data.batches import BatchStream
 from ddpm.config import DataConfig, ModelConfig, RunConfig
-from ddpm.data import load_dataset
-from ddpm.diffusion import diffusion_loss
-from ddpm.network import UNet
-from ddpm.schedule import NoiseSchedule
-from ddpm.training import make_optimizer, resolve_precision
+from ddpm.data.dataset import load_dataset
+from ddpm.diffusion.forward import diffusion_loss
+from ddpm.network.unet import UNet
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.training.loop import make_optimizer, resolve_precision
 
 
 def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> None:

@@ -23,12 +23,12 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-import ddpm.network as network
+import ddpm.network.unet as network
 from ddpm.demo import demo_config
-from ddpm.diffusion import diffusion_loss
-from ddpm.network import UNet
-from ddpm.schedule import NoiseSchedule
-from ddpm.training import ema_decay_at, ema_update, make_optimizer
+from ddpm.diffusion.forward import diffusion_loss
+from ddpm.network.unet import UNet
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.training.loop import ema_decay_at, ema_update, make_optimizer
 
 VARIANTS = ("trainer", "fused-attn", "foreach-adamw", "channels_last", "fp32", "threads+1")
 

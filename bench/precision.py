@@ -17,10 +17,10 @@ import statistics
 import torch
 
 from ddpm.demo import demo_config
-from ddpm.diffusion import diffusion_loss
-from ddpm.network import UNet, count_parameters
-from ddpm.schedule import NoiseSchedule
-from ddpm.training import make_optimizer
+from ddpm.diffusion.forward import diffusion_loss
+from ddpm.network.unet import UNet, count_parameters
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.training.loop import make_optimizer
 
 CONTENDERS = {"fp32": (False, False), "bf16": (True, False), "bf16+channels_last": (True, True)}
 

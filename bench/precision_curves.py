@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from ddpm.api import load_run, train_run
-from ddpm.data import BUILTIN, load_dataset, to_model_range
+from ddpm.data.dataset import BUILTIN, load_dataset, to_model_range
 from ddpm.demo import demo_config
-from ddpm.diffusion import diffusion_loss
+from ddpm.diffusion.forward import diffusion_loss
 
 
 @torch.no_grad()

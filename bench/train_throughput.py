@@ -62,10 +62,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ddpm.config import ModelConfig, RunConfig
-from ddpm.diffusion import diffusion_loss
-from ddpm.network import UNet, count_parameters
-from ddpm.schedule import NoiseSchedule
-from ddpm.training import configure_device, make_optimizer, resolve_precision
+from ddpm.diffusion.forward import diffusion_loss
+from ddpm.network.unet import UNet, count_parameters
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.training.loop import configure_device, make_optimizer, resolve_precision
 
 NUM_CLASSES = 10
 aten = torch.ops.aten

@@ -23,8 +23,8 @@ def untrained_run(out, num_classes: int = 10):
 
     import torch
 
-    from ddpm.checkpoint import CHECKPOINT_NAME, save_checkpoint
-    from ddpm.network import UNet
+    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from ddpm.network.unet import UNet
 
     names = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"][:num_classes]
     config = tiny_config()

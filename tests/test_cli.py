@@ -80,11 +80,11 @@ def test_sample_ddpm_sampler(run_dir, tmp_path):
 
 @pytest.mark.parametrize("sampler,steps", [("dpm++2m", 20), ("dpm++2m-sde", 20), ("ddim", 50), ("ddpm", 50)])
 def test_sample_default_steps_per_sampler(run_dir, tmp_path, monkeypatch, sampler, steps):
-    import ddpm.sampler
+    import ddpm.diffusion.sampler
 
     seen = []
-    original = ddpm.sampler.timestep_pairs
-    monkeypatch.setattr(ddpm.sampler, "timestep_pairs", lambda T, n: seen.append(n) or original(T, n))
+    original = ddpm.diffusion.sampler.timestep_pairs
+    monkeypatch.setattr(ddpm.diffusion.sampler, "timestep_pairs", lambda T, n: seen.append(n) or original(T, n))
     assert main(["sample", "--checkpoint", str(run_dir), "cat", "-n", "1", "--sampler", sampler, "--out",
                  str(tmp_path / "g.png"), "--quiet"]) == 0
     assert seen == [steps]

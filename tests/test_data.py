@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.batches import BatchStream
-from ddpm.data import (
+from ddpm.data.batches import BatchStream
+from ddpm.data.dataset import (
     ANIMAL_SHAPE_CLASSES, _NumpyOnlyUnpickler, fit_builtin, load_animal_shapes, load_dataset,
     random_hflip, to_model_range, to_uint8,
 )
-from ddpm.errors import UserError
+from ddpm.common.errors import UserError
 
 
 @pytest.fixture(autouse=True)

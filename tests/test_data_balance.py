@@ -2,7 +2,7 @@
 
 import torch
 
-from ddpm.batches import BalancedBatchStream, BatchStream, describe, make_stream
+from ddpm.data.batches import BalancedBatchStream, BatchStream, describe, make_stream
 
 LABELS = torch.tensor([0] * 70 + [1] * 20 + [2] * 10)  # 70 / 20 / 10 %
 

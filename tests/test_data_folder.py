@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.data import DataWarning, load_dataset
-from ddpm.datacache import MappedImages, decode_file, entry_dir
-from ddpm.errors import UserError
-from ddpm.transforms import DecodeSpec
+from ddpm.data.dataset import DataWarning, load_dataset
+from ddpm.data.cache import MappedImages, decode_file, entry_dir
+from ddpm.common.errors import UserError
+from ddpm.data.transforms import DecodeSpec
 
 from data_trees import BAD_KINDS, animals_tree, captioned_tree
 
@@ -138,8 +138,8 @@ def test_malformed_metadata_is_a_user_error(tmp_path):
 
 
 def test_parallel_decoding_equals_in_process(tmp_path, monkeypatch):
-    import ddpm.datacache as datacache
-    from ddpm.imagefolder import scan_folder
+    import ddpm.data.cache as datacache
+    from ddpm.data.folder import scan_folder
 
     index = scan_folder(animals_tree(tmp_path / "d", bad=True))
     serial = datacache.open_cache(index, DecodeSpec(16, 3), 16, tmp_path / "a", workers=1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.transforms import DecodeSpec, center_crop, decode_image, parse_background, random_crop, to_mode
+from ddpm.data.transforms import DecodeSpec, center_crop, decode_image, parse_background, random_crop, to_mode
 
 from data_trees import exif_rotated_jpeg
 

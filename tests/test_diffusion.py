@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.diffusion import diffusion_loss, loss_weights, q_sample, sample_timesteps
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.forward import diffusion_loss, loss_weights, q_sample, sample_timesteps
+from ddpm.diffusion.schedule import NoiseSchedule
 
 
 def _linear_alpha_bar(T: int) -> np.ndarray:

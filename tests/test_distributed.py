@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddpm.snapshot import list_snapshots, load_snapshot, snapshot_path
+from ddpm.training.snapshot import list_snapshots, load_snapshot, snapshot_path
 
 pytestmark = pytest.mark.slow
 

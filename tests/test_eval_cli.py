@@ -9,7 +9,7 @@ import pytest
 
 from ddpm.api import train_run
 from ddpm.cli import main
-from ddpm.data import load_dataset
+from ddpm.data.dataset import load_dataset
 from ddpm.evaluation.classifier import holdout, load_classifier, save_classifier, train_classifier
 
 from helpers import tiny_config

@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from ddpm.errors import UserError
+from ddpm.common.errors import UserError
 from ddpm.evaluation.metrics import (frechet_distance, inception_score, kernel_inception_distance,
                                      per_class_accuracy)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ddpm.guidance import drop_condition, guided_eps
+from ddpm.diffusion.guidance import drop_condition, guided_eps
 
 NULL = 7
 

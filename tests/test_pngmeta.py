@@ -3,7 +3,7 @@
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ddpm.pngmeta import png_bytes, read_png_metadata, save_png
+from ddpm.pictures.pngmeta import png_bytes, read_png_metadata, save_png
 
 
 def test_values_read_back_as_written_even_when_a_string_looks_like_json(tmp_path):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from ddpm.api import TrainedModel, load_run, train_run
-from ddpm.diffusion import (EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample,
+from ddpm.diffusion.forward import (EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample,
                             v_target)
-from ddpm.guidance import guided_eps
-from ddpm.sampler import predict_x0
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.guidance import guided_eps
+from ddpm.diffusion.sampler import predict_x0
+from ddpm.diffusion.schedule import NoiseSchedule
 
 from helpers import tiny_config
 
@@ -188,9 +188,9 @@ def test_a_config_without_prediction_reads_as_eps() -> None:
 def test_a_checkpoint_with_an_unknown_prediction_is_a_user_error(tmp_path) -> None:
     import copy
 
-    from ddpm.checkpoint import CHECKPOINT_NAME, save_checkpoint
-    from ddpm.errors import UserError
-    from ddpm.network import UNet
+    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from ddpm.common.errors import UserError
+    from ddpm.network.unet import UNet
 
     config = tiny_config()
     config.data.class_names, config.model.num_classes = [str(i) for i in range(10)], 10

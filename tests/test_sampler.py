@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.sampler import PerSampleNoise, ddim_step, ddpm_step, sample, sample_seed, timestep_pairs
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.sampler import PerSampleNoise, ddim_step, ddpm_step, sample, sample_seed, timestep_pairs
+from ddpm.diffusion.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
 

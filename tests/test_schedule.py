@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
 

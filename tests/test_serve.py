@@ -11,9 +11,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from ddpm.api import load_run
-from ddpm.errors import UserError
+from ddpm.common.errors import UserError
 from ddpm.serve import Limits, create_app, parse_request, resolve_request
-from ddpm.pngmeta import read_png_metadata as read_settings
+from ddpm.pictures.pngmeta import read_png_metadata as read_settings
 from ddpm.serve.generate import Generation
 from ddpm.serve.jobs import DONE, FAILED, JobQueue, QueueFull
 
@@ -96,7 +96,7 @@ def test_http_errors_are_json_lines(client):
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
     r = client.get("/api/jobs/nope")
     assert r.status_code == 404 and "no job 'nope'" in r.json()["error"]
-    from ddpm.sampler import SAMPLERS
+    from ddpm.diffusion.sampler import SAMPLERS
 
     assert client.get("/api/info").json()["samplers"] == list(SAMPLERS)
 
@@ -129,7 +129,7 @@ def test_web_ui_draws_what_ddpm_sample_draws(client, run):
     import numpy as np
     from PIL import Image
 
-    from ddpm.data import to_uint8
+    from ddpm.data.dataset import to_uint8
 
     status = wait(client, client.post("/api/jobs", json={"prompt": "dog", "n": 2, "steps": 3, "seed": 11,
                                                         "sampler": "ddim"}).json()["id"])

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ddpm.api import load_run
 from ddpm.serve import create_app
-from ddpm.pngmeta import read_png_metadata as read_settings
+from ddpm.pictures.pngmeta import read_png_metadata as read_settings
 
 from helpers import untrained_run
 

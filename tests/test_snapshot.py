@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from ddpm.api import train_run
 from ddpm.config import RunConfig
-from ddpm.errors import UserError
-from ddpm.snapshot import (Snapshot, SnapshotError, SnapshotWarning, find_latest, list_snapshots, load_snapshot,
+from ddpm.common.errors import UserError
+from ddpm.training.snapshot import (Snapshot, SnapshotError, SnapshotWarning, find_latest, list_snapshots, load_snapshot,
                            save_snapshot, snapshot_path)
 
 from helpers import tiny_config
@@ -128,7 +128,7 @@ def test_kill_9_during_a_snapshot_write_keeps_the_previous_one(tmp_path):
     the half-written temporary file is ignored, and the next save removes it."""
     script = textwrap.dedent(f"""
         import os, sys, time, torch
-        import ddpm.snapshot as s
+        import ddpm.training.snapshot as s
         from ddpm.config import RunConfig
         def snap(step):
             return s.Snapshot(RunConfig(), step, {{"model.w": torch.randn(256, 1024)}}, {{}})

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from ddpm.sampler import (
+from ddpm.diffusion.sampler import (
     DEFAULT_STEPS,
     Denoised,
     PerSampleNoise,
@@ -22,7 +22,7 @@ from ddpm.sampler import (
     sample,
     timestep_pairs,
 )
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
 

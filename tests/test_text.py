@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.captions import article, class_captions, plural
+from ddpm.text.captions import article, class_captions, plural
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from ddpm.errors import UserError
-from ddpm.guidance import NegativeAsNull, drop_condition, guided_eps
-from ddpm.imagefolder import ANIMALS10
-from ddpm.network import UNet
-from ddpm.prompts import FAR_THRESHOLD, FarPrompt, clean_prompt, match_classes, read_prompts_file
+from ddpm.common.errors import UserError
+from ddpm.diffusion.guidance import NegativeAsNull, drop_condition, guided_eps
+from ddpm.data.folder import ANIMALS10
+from ddpm.network.unet import UNet
+from ddpm.text.prompts import FAR_THRESHOLD, FarPrompt, clean_prompt, match_classes, read_prompts_file
 
 BUILTIN = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 A10_CLASSES = sorted(set(ANIMALS10.values()))
@@ -47,7 +47,7 @@ FAR = ["a red sports car", "quantum chromodynamics", "a skyscraper at night", "a
 
 @pytest.fixture(scope="module")
 def encoder():
-    from ddpm.minilm import load_encoder
+    from ddpm.text.encoder import load_encoder
 
     return load_encoder()
 
@@ -66,7 +66,7 @@ def test_encoder_matches_sentence_transformers(encoder):
     """Our plain-torch MiniLM + mean pooling + L2 norm against the reference pipeline (transformers BertModel
     under sentence-transformers), on short, long (truncated) and non-ASCII texts."""
     st = pytest.importorskip("sentence_transformers")
-    from ddpm.minilm import PromptTruncated, model_dir
+    from ddpm.text.encoder import PromptTruncated, model_dir
 
     texts = ["a puppy", "a zebra grazing on the savannah", "quantum chromodynamics", "ein Hund, très joli 🐕",
              "word " * 400]
@@ -86,7 +86,7 @@ def test_paraphrases_score_higher_than_unrelated_text(encoder):
 
 
 def test_encoder_loads_with_the_network_disabled(monkeypatch):
-    import ddpm.minilm as minilm
+    import ddpm.text.encoder as minilm
 
     def refuse(*args, **kwargs):
         raise OSError("network disabled by the test")
@@ -102,7 +102,7 @@ def test_encoder_loads_with_the_network_disabled(monkeypatch):
 
 def test_import_ddpm_does_not_load_the_text_encoder():
     code = "import sys, ddpm, ddpm.api, ddpm.cli; print(any(m.split('.')[0] in ('tokenizers', 'transformers', " \
-           "'sentence_transformers') or m == 'ddpm.minilm' for m in sys.modules))"
+           "'sentence_transformers') or m == 'ddpm.text.encoder' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -124,7 +124,7 @@ def test_italian_and_animals10_prompts(encoder):
 
 
 def test_exact_names_aliases_and_indices_need_no_encoder(monkeypatch):
-    import ddpm.prompts as prompts
+    import ddpm.text.prompts as prompts
 
     monkeypatch.setattr(prompts, "Matcher", None)  # any fuzzy match would fail
     ms = match_classes(["Zebra", "cane", "0", " dog "], A10_CLASSES + ["zebra"], A10_ALIASES)
@@ -152,7 +152,7 @@ def test_bad_prompts_give_clear_messages(tmp_path, encoder):
     assert clean_prompt("  a  zebra\n grazing ") == "a zebra grazing"
     with pytest.raises(UserError, match="characters"):
         clean_prompt("zebra " * 5000)
-    from ddpm.minilm import PromptTruncated
+    from ddpm.text.encoder import PromptTruncated
 
     with pytest.warns(PromptTruncated, match="256 tokens, the limit of all-MiniLM-L6-v2"):
         with warnings.catch_warnings():
@@ -300,8 +300,8 @@ def test_text_run_samples_follow_their_captions(text_run):
 @pytest.mark.slow
 def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, capsys, monkeypatch):
     from ddpm.cli import main
-    from ddpm.conditioning import embed_texts
-    from ddpm.pngmeta import read_png_metadata
+    from ddpm.text.bank import embed_texts
+    from ddpm.pictures.pngmeta import read_png_metadata
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("something blue\n")
@@ -316,7 +316,7 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     one = read_png_metadata(tmp_path / "each" / "row1-0.png")
     assert (one["prompt"], one["row"], one["j"]) == ("something blue", 1, 0)
     assert "'a red square' -> text embedding" in capsys.readouterr().out
-    import ddpm.minilm as minilm  # the training captions' embeddings come from the disk cache, not the encoder
+    import ddpm.text.encoder as minilm  # the training captions' embeddings come from the disk cache, not the encoder
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     cached = embed_texts(["a red square", "something red", "a blue square", "something blue"], text_run[1])

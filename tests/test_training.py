@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ddpm.api import load_run, train_run
-from ddpm.errors import UserError
-from ddpm.training import ema_decay_at, ema_update, lr_factor
+from ddpm.common.errors import UserError
+from ddpm.training.loop import ema_decay_at, ema_update, lr_factor
 
 from helpers import tiny_config
 

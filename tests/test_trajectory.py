@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from ddpm.cli import main
-from ddpm.trajectory import Trajectory, save_trajectory
+from ddpm.pictures.trajectory import Trajectory, save_trajectory
 
 from helpers import untrained_run
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from ddpm.data import load_dataset
-from ddpm.schedule import NoiseSchedule
-from ddpm.visual import (
+from ddpm.data.dataset import load_dataset
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.pictures.grid import (
     CAPTION_H,
     make_grid,
     noising_frames,

@@ -1,10 +1,10 @@
 """ddpm: class-conditional denoising diffusion models (Ho et al. 2020) that train, sample and evaluate."""
 
-from .api import TrainedModel, load_run, resolve_class, tensor_to_pil, train_run
-from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from .errors import UserError
-from .network import UNet
-from .schedule import NoiseSchedule
+from ddpm.api import TrainedModel, load_run, resolve_class, tensor_to_pil, train_run
+from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from ddpm.common.errors import UserError
+from ddpm.network.unet import UNet
+from ddpm.diffusion.schedule import NoiseSchedule
 
 __all__ = [
     "DataConfig", "DiffusionConfig", "ModelConfig", "NoiseSchedule", "RunConfig", "TrainConfig", "TrainedModel",

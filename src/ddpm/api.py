@@ -17,16 +17,16 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from .checkpoint import load_checkpoint
-from .config import RunConfig
-from .data import to_uint8
-from .captions import article, class_captions
-from .diffusion import PREDICTIONS, EpsModel, as_eps_model
-from .errors import UserError
-from .guidance import NegativeAsNull
-from .network import UNet
-from .sampler import PerSampleNoise, StepCallback, sample
-from .schedule import NoiseSchedule
+from ddpm.training.checkpoint import load_checkpoint
+from ddpm.config import RunConfig
+from ddpm.data.dataset import to_uint8
+from ddpm.text.captions import article, class_captions
+from ddpm.diffusion.forward import PREDICTIONS, EpsModel, as_eps_model
+from ddpm.common.errors import UserError
+from ddpm.diffusion.guidance import NegativeAsNull
+from ddpm.network.unet import UNet
+from ddpm.diffusion.sampler import PerSampleNoise, StepCallback, sample
+from ddpm.diffusion.schedule import NoiseSchedule
 
 ClassSpec = str | int
 
@@ -111,7 +111,7 @@ class TrainedModel:
         """Conditions for the prompts ((P,) class ids or (P, 384) embeddings) and how each was understood.
         A prompt far from every class (class mode) or training caption (text mode) gives a FarPrompt warning
         naming the nearest ones, or a UserError when strict."""
-        from .prompts import Matcher, clean_prompt, match_classes, report_far
+        from ddpm.text.prompts import Matcher, clean_prompt, match_classes, report_far
 
         prompts = [clean_prompt(p) for p in prompts]
         if self.cond == "class":
@@ -119,7 +119,7 @@ class TrainedModel:
             rows = [PromptRow(m.prompt, "class", m.name, m.similarity, m.nearest, m.far) for m in matches]
             return torch.tensor([m.index for m in matches], dtype=torch.long), rows
         if self.cond == "text":
-            from .minilm import load_encoder
+            from ddpm.text.encoder import load_encoder
 
             emb = load_encoder().encode(prompts)  # (P, 384)
             matches = Matcher.for_captions(self.run_captions()).match(prompts, emb)
@@ -163,7 +163,7 @@ class TrainedModel:
     def resolve_negative(self, negative: str, strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
         import warnings
 
-        from .prompts import FarPrompt
+        from ddpm.text.prompts import FarPrompt
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FarPrompt)
@@ -240,7 +240,7 @@ class TrainedModel:
 
     def _class_prompts(self, ids: torch.Tensor) -> torch.Tensor:
         """(N,) class ids -> (N, 384) embeddings of "a <class name>" (a text model trained on class folders)."""
-        from .minilm import load_encoder
+        from ddpm.text.encoder import load_encoder
 
         emb = load_encoder().encode([article(n) for n in self.class_names])  # (classes, 384)
         return emb[ids]
@@ -286,7 +286,7 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
     `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm)."""
     import warnings
 
-    from .distributed import init, shutdown
+    from ddpm.runtime.distributed import init, shutdown
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -310,10 +310,10 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     import sys
     import warnings
 
-    from .data import load_dataset
-    from .distributed import broadcast_object
-    from .snapshot import SnapshotWarning, check_compatible, load_snapshot
-    from .training import train
+    from ddpm.data.dataset import load_dataset
+    from ddpm.runtime.distributed import broadcast_object
+    from ddpm.training.snapshot import SnapshotWarning, check_compatible, load_snapshot
+    from ddpm.training.loop import train
 
     snap, error = (_choose_snapshot(out, resume) if world.is_main else (None, None))
     path, error = broadcast_object(world, (snap.path if snap else None, error))
@@ -348,7 +348,7 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
                 "far are kept and the data order continues where it stopped", SnapshotWarning)
     text = None
     if config.model.cond == "text":
-        from .conditioning import build_caption_bank
+        from ddpm.text.bank import build_caption_bank
 
         text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None)
     state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text)
@@ -358,8 +358,8 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
 
 def _choose_snapshot(out: Path, resume: str | Path):
     """(snapshot to continue from or None, error line or None); run on rank 0, whose answer every rank follows."""
-    from .checkpoint import CHECKPOINT_NAME
-    from .snapshot import find_latest, list_snapshots, load_snapshot
+    from ddpm.training.checkpoint import CHECKPOINT_NAME
+    from ddpm.training.snapshot import find_latest, list_snapshots, load_snapshot
 
     finished = (out / CHECKPOINT_NAME).exists()
     try:
@@ -385,7 +385,7 @@ def _choose_snapshot(out: Path, resume: str | Path):
 def _ensure_checkpoint(out: Path, snap) -> None:
     """A run killed between its final snapshot and checkpoint... cannot happen (checkpoint first), but a deleted
     checkpoint is rebuilt from the final snapshot."""
-    from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     if not (out / CHECKPOINT_NAME).exists():
         model, ema = UNet(snap.config.model), UNet(snap.config.model)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from .data import BUILTIN, to_uint8
+from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from ddpm.data.dataset import BUILTIN, to_uint8
 
 DEMO_MODEL = ModelConfig(
     image_size=28, channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
@@ -51,12 +51,12 @@ def free_run_dir(out: Path) -> Path:
 def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
     """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
     page linking them all; return the paths of what was written."""
-    from .api import train_run
-    from .noising import noising_command
-    from .pages import write_run_index
-    from .progress import SamplingBar, chain
-    from .trajectory import Trajectory, save_trajectory
-    from .visual import make_grid, plot_training_curve
+    from ddpm.api import train_run
+    from ddpm.pictures.noising import noising_command
+    from ddpm.pictures.pages import write_run_index
+    from ddpm.runtime.progress import SamplingBar, chain
+    from ddpm.pictures.trajectory import Trajectory, save_trajectory
+    from ddpm.pictures.grid import make_grid, plot_training_curve
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)

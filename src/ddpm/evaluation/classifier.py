@@ -22,8 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data import ImageData, to_model_range
-from ..errors import UserError
+from ddpm.data.dataset import ImageData, to_model_range
+from ddpm.common.errors import UserError
 
 
 @dataclass

@@ -17,15 +17,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..api import TrainedModel
-from ..data import ImageData, load_dataset, to_uint8
-from ..distributed import World, gather_to_main
-from ..errors import UserError
-from ..progress import SamplingBar, bar
-from . import metrics
-from .classifier import DomainClassifier
-from .features import InceptionFeatures, InceptionProbabilities, extract
-from .refcache import cached_features
+from ddpm.api import TrainedModel
+from ddpm.data.dataset import ImageData, load_dataset, to_uint8
+from ddpm.runtime.distributed import World, gather_to_main
+from ddpm.common.errors import UserError
+from ddpm.runtime.progress import SamplingBar, bar
+from ddpm.evaluation import metrics
+from ddpm.evaluation.classifier import DomainClassifier
+from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
+from ddpm.evaluation.refcache import cached_features
 
 UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
 

@@ -22,7 +22,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ..errors import UserError
+from ddpm.common.errors import UserError
 
 
 class Precomputed(nn.Module):

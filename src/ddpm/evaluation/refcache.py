@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..datacache import default_cache_dir
-from ..errors import UserError
+from ddpm.data.cache import default_cache_dir
+from ddpm.common.errors import UserError
 
 
 def images_digest(images: torch.Tensor, chunk: int = 4096) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..visual import make_grid
+from ddpm.pictures.grid import make_grid
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -58,7 +58,7 @@ def markdown(result: dict[str, Any], grid_name: str, class_grids: dict[str, str]
 
 def html(result: dict[str, Any], grid_name: str, class_grids: dict[str, str]) -> str:
     """The report as one HTML page: numbers, the grid, each class's grid with its accuracy, the settings."""
-    from ..pages import esc, eval_numbers, figure, page, table
+    from ddpm.pictures.pages import esc, eval_numbers, figure, page, table
 
     s = result["settings"]
     body = [f"<p>Checkpoint step {esc(result['checkpoint_step'])}; {esc(result['num_generated'])} generated images "

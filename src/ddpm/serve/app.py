@@ -30,13 +30,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..api import TrainedModel
-from ..errors import UserError
-from ..sampler import SAMPLERS
-from .generate import Generation, generate
-from .jobs import DONE, Job, JobQueue, QueueFull
-from .prompt import resolve_request
-from .request import DEFAULTS, Limits, parse_request
+from ddpm.api import TrainedModel
+from ddpm.common.errors import UserError
+from ddpm.diffusion.sampler import SAMPLERS
+from ddpm.serve.generate import Generation, generate
+from ddpm.serve.jobs import DONE, Job, JobQueue, QueueFull
+from ddpm.serve.prompt import resolve_request
+from ddpm.serve.request import DEFAULTS, Limits, parse_request
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_PORT = 7860

@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 import torch
 
-from ..api import TrainedModel
-from ..data import to_uint8
-from ..guidance import NegativeAsNull
-from ..pngmeta import png_bytes
-from ..sampler import PerSampleNoise, sample
-from ..visual import make_grid, panel_scale, upscale
-from .prompt import Conditioning
-from .request import GenerateRequest
+from ddpm.api import TrainedModel
+from ddpm.data.dataset import to_uint8
+from ddpm.diffusion.guidance import NegativeAsNull
+from ddpm.pictures.pngmeta import png_bytes
+from ddpm.diffusion.sampler import PerSampleNoise, sample
+from ddpm.pictures.grid import make_grid, panel_scale, upscale
+from ddpm.serve.prompt import Conditioning
+from ddpm.serve.request import GenerateRequest
 
 GRID_CELL_PX = 96  # images are upscaled (nearest neighbour) to about this size in the grid
 SINGLE_PX = 256  # ... and to about this size as single downloads

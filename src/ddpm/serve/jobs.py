@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import UserError
+from ddpm.common.errors import UserError
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..api import TrainedModel
-from ..errors import UserError
-from ..prompts import FarPrompt
+from ddpm.api import TrainedModel
+from ddpm.common.errors import UserError
+from ddpm.text.prompts import FarPrompt
 
 
 @dataclass(frozen=True)

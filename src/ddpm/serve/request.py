@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import UserError
-from ..sampler import SAMPLERS
+from ddpm.common.errors import UserError
+from ddpm.diffusion.sampler import SAMPLERS
 
 MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's SeedSequence: non-negative integers
 

@@ -22,8 +22,8 @@ from typing import Sequence
 
 import torch
 
-from .captions import class_captions
-from .errors import UserError
+from ddpm.text.captions import class_captions
+from ddpm.common.errors import UserError
 
 FAR_THRESHOLD = 0.5
 MAX_PROMPT_CHARS = 10_000  # longer prompts are refused: the encoder reads at most 256 tokens (~1,000 characters)
@@ -110,7 +110,7 @@ class Matcher:
     """Nearest-anchor matching of prompts: anchors (A, 384) with owner ids (A,) naming `names` entries."""
 
     def __init__(self, anchors: list[str], owners: list[int], names: list[str]) -> None:
-        from .minilm import load_encoder
+        from ddpm.text.encoder import load_encoder
 
         self.anchors, self.names = anchors, names
         self.owners = torch.tensor(owners)
@@ -136,7 +136,7 @@ class Matcher:
 
     def match(self, prompts: list[str], embeddings: torch.Tensor | None = None, top: int = 3) -> list[Match]:
         """Best owner per prompt by max cosine similarity over its anchors; `embeddings` (P, 384) if already known."""
-        from .minilm import load_encoder
+        from ddpm.text.encoder import load_encoder
 
         emb = embeddings if embeddings is not None else load_encoder().encode(prompts)
         sims = emb @ self.embeddings.T  # (P, A)

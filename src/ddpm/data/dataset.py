@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
-from .datacache import MappedImages, open_cache
-from .errors import UserError
-from .imagefolder import scan_folder
-from .transforms import CROPS, DecodeSpec, parse_background, random_crop, random_hflip
+from ddpm.config import DataConfig
+from ddpm.data.cache import MappedImages, open_cache
+from ddpm.common.errors import UserError
+from ddpm.data.folder import scan_folder
+from ddpm.data.transforms import CROPS, DecodeSpec, parse_background, random_crop, random_hflip
 
 BUILTIN = "builtin:animal-shapes"
 ANIMAL_SHAPE_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]

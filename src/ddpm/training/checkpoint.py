@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from .config import RunConfig
-from .errors import UserError
+from ddpm.config import RunConfig
+from ddpm.common.errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 

@@ -18,19 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .conditioning import CaptionBank
-from .config import RunConfig
-from .batches import describe, make_stream
-from .data import ImageData
-from .distributed import World, any_rank, barrier, gather_objects, sum_over_ranks
-from .diffusion import as_eps_model, diffusion_loss, sample_timesteps
-from .errors import UserError
-from .guidance import drop_condition
-from .network import UNet, count_parameters
-from .sampler import PerSampleNoise, mixed_seed, sample
-from .schedule import NoiseSchedule
-from .snapshot import Snapshot, SnapshotError, flatten_optimizer, save_snapshot, unflatten_optimizer
+from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from ddpm.text.bank import CaptionBank
+from ddpm.config import RunConfig
+from ddpm.data.batches import describe, make_stream
+from ddpm.data.dataset import ImageData
+from ddpm.runtime.distributed import World, any_rank, barrier, gather_objects, sum_over_ranks
+from ddpm.diffusion.forward import as_eps_model, diffusion_loss, sample_timesteps
+from ddpm.common.errors import UserError
+from ddpm.diffusion.guidance import drop_condition
+from ddpm.network.unet import UNet, count_parameters
+from ddpm.diffusion.sampler import PerSampleNoise, mixed_seed, sample
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.training.snapshot import Snapshot, SnapshotError, flatten_optimizer, save_snapshot, unflatten_optimizer
 
 
 def bf16_supported(device: torch.device) -> bool:

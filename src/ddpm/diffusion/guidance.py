@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .diffusion import EpsModel
+from ddpm.diffusion.forward import EpsModel
 
 
 def drop_condition(cond: torch.Tensor, null_id: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:

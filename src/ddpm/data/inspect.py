@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datacache import open_cache
-from .imagefolder import scan_folder
-from .transforms import DecodeSpec
+from ddpm.data.cache import open_cache
+from ddpm.data.folder import scan_folder
+from ddpm.data.transforms import DecodeSpec
 
 SIZE_BINS = (64, 128, 256, 512, 1024)  # shorter-side histogram edges, px
 
@@ -60,7 +60,7 @@ def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_clas
 
 def contact_sheet(images, labels: np.ndarray, class_names: list[str], per_class: int):
     """First-to-last evenly spaced `per_class` images of each class, one labelled row per class (PIL image)."""
-    from .visual import make_grid
+    from ddpm.pictures.grid import make_grid
 
     rows, names = [], []
     for c, name in enumerate(class_names):

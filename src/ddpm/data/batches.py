@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .errors import UserError
+from ddpm.common.errors import UserError
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .captions import class_captions
-from .data import ImageData
-from .datacache import default_cache_dir
+from ddpm.text.captions import class_captions
+from ddpm.data.dataset import ImageData
+from ddpm.data.cache import default_cache_dir
 
 
 @dataclass
@@ -53,7 +53,7 @@ def embed_texts(texts: list[str], cache_dir: Path | None = None) -> torch.Tensor
     """(len(texts), 384) embeddings, read from the disk cache when this exact list was embedded before."""
     from safetensors.torch import load_file, save_file
 
-    from .minilm import ENCODER_ID, load_encoder
+    from ddpm.text.encoder import ENCODER_ID, load_encoder
 
     key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:32]
     path = (cache_dir or default_cache_dir()) / "text" / f"{ENCODER_ID}-{key}.safetensors"

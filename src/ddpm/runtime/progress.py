@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .sampler import StepCallback
+from ddpm.diffusion.sampler import StepCallback
 
 
 def bar(total: int, desc: str, unit: str, enabled: bool = True) -> Any:

@@ -9,8 +9,8 @@ from typing import Iterator
 
 import torch
 
-from .config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from .errors import UserError
+from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from ddpm.common.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,8 +49,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .api import train_run
-    from .distributed import env_rank
+    from ddpm.api import train_run
+    from ddpm.runtime.distributed import env_rank
 
     config = config_from_args(args)
     with _one_line_warnings():
@@ -63,13 +63,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .api import load_run, tensor_to_pil
-    from .data import to_uint8
-    from .pngmeta import save_png
-    from .progress import SamplingBar, chain
-    from .prompts import read_prompts_file
-    from .trajectory import Trajectory, save_trajectory
-    from .visual import make_grid
+    from ddpm.api import load_run, tensor_to_pil
+    from ddpm.data.dataset import to_uint8
+    from ddpm.pictures.pngmeta import save_png
+    from ddpm.runtime.progress import SamplingBar, chain
+    from ddpm.text.prompts import read_prompts_file
+    from ddpm.pictures.trajectory import Trajectory, save_trajectory
+    from ddpm.pictures.grid import make_grid
 
     if args.trajectory and args.trajectory.suffix.lower() != ".gif":
         raise UserError(f"--trajectory {args.trajectory}: give a .gif path (the x_0 strip PNG is written beside it)")
@@ -110,8 +110,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from .api import load_run
-    from .serve import serve
+    from ddpm.api import load_run
+    from ddpm.serve import serve
 
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue)
@@ -129,7 +129,7 @@ def _short(text: str, width: int = 28) -> str:
 
 
 def cmd_noise(args: argparse.Namespace) -> None:
-    from .noising import noising_command
+    from ddpm.pictures.noising import noising_command
 
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     _parent(args.out)
@@ -141,7 +141,7 @@ def cmd_noise(args: argparse.Namespace) -> None:
 def cmd_data(args: argparse.Namespace) -> None:
     import json
 
-    from .inspect_data import format_report, inspect_folder
+    from ddpm.data.inspect import format_report, inspect_folder
 
     _parent(args.sheet)
     report = inspect_folder(args.path.expanduser(), args.image_size, args.channels, args.per_class, args.min_size,
@@ -150,7 +150,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from ddpm.demo import run_demo
 
     paths = run_demo(args.out, device=resolve_device(args.device), steps=args.steps, progress=not args.quiet)
     print("\nresults:")
@@ -161,10 +161,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from .api import load_run
-    from .evaluation.classifier import load_classifier
-    from .evaluation.evaluate import EvalSettings, default_num_samples, evaluate
-    from .evaluation.report import summary_lines, write_report
+    from ddpm.api import load_run
+    from ddpm.evaluation.classifier import load_classifier
+    from ddpm.evaluation.evaluate import EvalSettings, default_num_samples, evaluate
+    from ddpm.evaluation.report import summary_lines, write_report
 
     device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device), sampler=args.sampler,
@@ -174,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
     import warnings
 
-    from .distributed import init, shutdown
+    from ddpm.runtime.distributed import init, shutdown
 
     world, device = init(device)  # under torchrun: each rank samples and extracts its share; rank 0 measures
     try:
@@ -201,8 +201,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_classifier(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .evaluation.classifier import holdout, save_classifier, train_classifier
+    from ddpm.data.dataset import load_dataset
+    from ddpm.evaluation.classifier import holdout, save_classifier, train_classifier
 
     with _one_line_warnings():
         train = load_dataset(args.data, args.image_size, args.channels, "train", cache_dir=args.cache_dir,
@@ -243,7 +243,7 @@ def _one_line_warnings() -> Iterator[None]:
 
 def _steps(args: argparse.Namespace) -> int:
     """--steps, or the sampler's default (50 for ddpm and ddim, 20 for dpm++2m)."""
-    from .sampler import DEFAULT_STEPS
+    from ddpm.diffusion.sampler import DEFAULT_STEPS
 
     return args.steps or DEFAULT_STEPS[args.sampler]
 

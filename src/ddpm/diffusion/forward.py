@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .schedule import NoiseSchedule
+from ddpm.diffusion.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 PREDICTIONS: tuple[str, ...] = ("eps", "v")  # what the network outputs

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import UserError
+from ddpm.common.errors import UserError
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
 SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
@@ -55,12 +55,12 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
-    from .data import BUILTIN
-    from .transforms import CROPS
-    from .sampler import DEFAULT_STEPS, SAMPLERS, VARIANCES
-    from .schedule import SCHEDULES
-    from .diffusion import PREDICTIONS
+    from ddpm.config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+    from ddpm.data.dataset import BUILTIN
+    from ddpm.data.transforms import CROPS
+    from ddpm.diffusion.sampler import DEFAULT_STEPS, SAMPLERS, VARIANCES
+    from ddpm.diffusion.schedule import SCHEDULES
+    from ddpm.diffusion.forward import PREDICTIONS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
@@ -210,7 +210,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import commands
+    import ddpm.cli.commands as commands
 
     try:
         getattr(commands, f"cmd_{args.command}")(args)
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as e:  # a training run stopped by SIGTERM/SIGINT after writing its snapshot
-        from .training import TrainingInterrupted
+        from ddpm.training.loop import TrainingInterrupted
 
         if not isinstance(e, TrainingInterrupted):
             raise

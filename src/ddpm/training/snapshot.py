@@ -31,8 +31,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import RunConfig
-from .errors import UserError
+from ddpm.config import RunConfig
+from ddpm.common.errors import UserError
 
 SNAPSHOT_DIR = "snapshots"
 FORMAT = "ddpm-snapshot"

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UserError
-from .imagefolder import FolderIndex
-from .transforms import DecodeSpec, decode_image
+from ddpm.common.errors import UserError
+from ddpm.data.folder import FolderIndex
+from ddpm.data.transforms import DecodeSpec, decode_image
 
 CACHE_FORMAT = 1
 MAX_PIXELS = 89_478_485  # PIL's own limit (a 0.25 GB RGB bitmap): more is treated as a decompression bomb

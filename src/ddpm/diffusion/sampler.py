@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .diffusion import EpsModel
-from .guidance import guided_eps
-from .schedule import NoiseSchedule
+from ddpm.diffusion.forward import EpsModel
+from ddpm.diffusion.guidance import guided_eps
+from ddpm.diffusion.schedule import NoiseSchedule
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 DEFAULT_STEPS: dict[str, int] = {"ddpm": 50, "ddim": 50, "dpm++2m": 20, "dpm++2m-sde": 20}  # the CLI's step count when none is given

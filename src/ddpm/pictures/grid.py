@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .data import to_model_range, to_uint8
-from .diffusion import q_sample
-from .schedule import NoiseSchedule
+from ddpm.data.dataset import to_model_range, to_uint8
+from ddpm.diffusion.forward import q_sample
+from ddpm.diffusion.schedule import NoiseSchedule
 
 TEXT_GREY = 190
 CAPTION_H = 16  # height of one band of text above or below a row of panels, px

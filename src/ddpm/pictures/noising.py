@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from .data import BUILTIN, load_dataset
-from .errors import UserError
-from .schedule import SCHEDULES, NoiseSchedule
-from .transforms import load_image_file
+from ddpm.data.dataset import BUILTIN, load_dataset
+from ddpm.common.errors import UserError
+from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule
+from ddpm.data.transforms import load_image_file
 
 DEFAULT_CLASS = "zebra"  # textured, so the loss of detail under noise is easy to see
 
@@ -24,7 +24,7 @@ def noising_command(
     image: Path | None, schedules: list[str], num_steps: int, size: int, frames: int, seed: int, out: Path
 ) -> dict[str, Path]:
     """Write the animation, strip and alpha_bar plot for `image` (or the default zebra); return their paths."""
-    from .visual import save_noising
+    from ddpm.pictures.grid import save_noising
 
     unknown = [s for s in schedules if s not in SCHEDULES]
     if unknown or not schedules:
