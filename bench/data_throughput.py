@@ -38,7 +38,8 @@ from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.forward import diffusion_loss
 from ddpm.network.unet import UNet
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.training.loop import make_optimizer, resolve_precision
+from ddpm.training.optim import make_optimizer
+from ddpm.runtime.device import resolve_precision
 
 
 def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> None:

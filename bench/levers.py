@@ -28,7 +28,7 @@ from ddpm.demo import demo_config
 from ddpm.diffusion.forward import diffusion_loss
 from ddpm.network.unet import UNet
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.training.loop import ema_decay_at, ema_update, make_optimizer
+from ddpm.training.optim import ema_decay_at, ema_update, make_optimizer
 
 VARIANTS = ("trainer", "fused-attn", "foreach-adamw", "channels_last", "fp32", "threads+1")
 

@@ -20,7 +20,7 @@ from ddpm.demo import demo_config
 from ddpm.diffusion.forward import diffusion_loss
 from ddpm.network.unet import UNet, count_parameters
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.training.loop import make_optimizer
+from ddpm.training.optim import make_optimizer
 
 CONTENDERS = {"fp32": (False, False), "bf16": (True, False), "bf16+channels_last": (True, True)}
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ddpm.api import load_run, train_run
-from ddpm.data.dataset import BUILTIN, load_dataset, to_model_range
+from ddpm.api import load_run
+from ddpm.training.resume import train_run
+from ddpm.data.dataset import BUILTIN, load_dataset
+from ddpm.common.pixels import to_model_range
 from ddpm.demo import demo_config
 from ddpm.diffusion.forward import diffusion_loss
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from ddpm.api import load_run
-from ddpm.data.dataset import to_uint8
+from ddpm.common.pixels import to_uint8
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import load_classifier
 from ddpm.evaluation.evaluate import EvalSettings, load_reference
 from ddpm.evaluation.features import InceptionFeatures, extract
 from ddpm.evaluation.refcache import cached_features
-from ddpm.diffusion.sampler import SAMPLERS
+from ddpm.diffusion.sampling import SAMPLERS
 
 DEFAULT_CONFIGS = "dpm++2m:10,dpm++2m:20,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:50,ddpm:1000"
 BASELINE = ("ddpm", 1000)

@@ -65,7 +65,8 @@ from ddpm.config import ModelConfig, RunConfig
 from ddpm.diffusion.forward import diffusion_loss
 from ddpm.network.unet import UNet, count_parameters
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.training.loop import configure_device, make_optimizer, resolve_precision
+from ddpm.runtime.device import configure_device, resolve_precision
+from ddpm.training.optim import make_optimizer
 
 NUM_CLASSES = 10
 aten = torch.ops.aten

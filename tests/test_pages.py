@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ddpm.api import train_run
+from ddpm.training.resume import train_run
 from ddpm.cli import main
 from ddpm.pictures.pages import run_index, write_run_index
 
@@ -89,7 +89,7 @@ def test_eval_json_and_report_pages(evaluated):
 
 
 def test_run_index_links_what_exists(run_dir, evaluated):
-    from ddpm.pictures.grid import plot_training_curve
+    from ddpm.training.metrics import plot_training_curve
 
     assert "samples.png" not in run_index(run_dir)  # nothing drawn yet: nothing linked
     assert main(["sample", "--checkpoint", str(run_dir), "cat", "-n", "2", "--steps", "3", "--quiet", "--out",

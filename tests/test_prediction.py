@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.api import TrainedModel, load_run, train_run
+from ddpm.api import TrainedModel, load_run
+from ddpm.training.resume import train_run
 from ddpm.diffusion.forward import (EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample,
                             v_target)
 from ddpm.diffusion.guidance import guided_eps
@@ -125,7 +126,7 @@ def test_unknown_prediction_is_refused() -> None:
 class _PointMassV(torch.nn.Module):
     """The exact v network for data = one image x*: eps = (x_t - alpha x*) / sigma, v = alpha eps - sigma x*."""
 
-    null_class = 10
+    null_id = 10
 
     def __init__(self, sched: NoiseSchedule, target: torch.Tensor) -> None:
         super().__init__()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.common.errors import UserError
 from ddpm.diffusion.sampler import PerSampleNoise, ddim_step, ddpm_step, sample, sample_seed, timestep_pairs
+from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
@@ -347,8 +349,14 @@ def toy_model(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor
     return 0.6 * torch.tanh(x) + 0.1 * cf - 0.002 * tf * (cf - 1)
 
 
+def _sample(model, sched, cond, noise, *, clip=True, callback=None, **options):
+    """sample() with a SamplingConfig of `options`; guidance 1 (the plain conditional model) unless given."""
+    return sample(model, sched, cond, SHAPE, noise, SamplingConfig(**{"guidance": 1.0, **options}), null_id=NULL,
+                  clip=clip, callback=callback)
+
+
 def _run(seed, indices, cond, sched, **kw):
-    return sample(toy_model, sched, cond, SHAPE, PerSampleNoise(seed, indices), null_id=NULL, **kw)
+    return _sample(toy_model, sched, cond, PerSampleNoise(seed, indices), **kw)
 
 
 SAMPLER_KW = [
@@ -393,12 +401,13 @@ def test_sample_guidance_zero_equals_null_condition() -> None:
     assert not torch.allclose(a, c)
 
 
-@pytest.mark.parametrize("sampler,default_steps", [("ddpm", 100), ("ddim", 50)])
-def test_sample_default_steps_and_callback_order(sampler: str, default_steps: int) -> None:
-    sched = NoiseSchedule.create("linear", 100)
+@pytest.mark.parametrize("sampler,T,default_steps", [("ddpm", 100, 50), ("ddim", 100, 50), ("ddpm", 20, 20)])
+def test_sample_default_steps_and_callback_order(sampler: str, T: int, default_steps: int) -> None:
+    """steps None: the sampler's default (50 for ddpm and ddim), at most T."""
+    sched = NoiseSchedule.create("linear", T)
     seen = []
     _run(0, range(2), torch.tensor([0, 1]), sched, sampler=sampler, callback=lambda t, x, x0: seen.append(t))
-    assert seen == [t for t, _ in timestep_pairs(100, default_steps)]
+    assert seen == [t for t, _ in timestep_pairs(T, default_steps)]
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
@@ -406,9 +415,9 @@ def test_sample_output_is_clamped_even_without_clipping(sampler: str) -> None:
     """clip=False leaves x0_hat unclipped inside the loop, but the returned images are still in [-1, 1]."""
     sched = NoiseSchedule.create("linear", 20)
     seen = []
-    out = sample(
-        lambda x, t, c: -2.0 * x, sched, torch.tensor([0, 1]), SHAPE, PerSampleNoise(0, range(2)), sampler=sampler,
-        steps=5, null_id=NULL, clip=False, callback=lambda t, x, x0: seen.append(x.clone()),
+    out = _sample(
+        lambda x, t, c: -2.0 * x, sched, torch.tensor([0, 1]), PerSampleNoise(0, range(2)), sampler=sampler,
+        steps=5, clip=False, callback=lambda t, x, x0: seen.append(x.clone()),
     )
     assert seen[-1].abs().max() > 1  # the unclamped final iterate leaves the data range...
     torch.testing.assert_close(out, seen[-1].clamp(-1, 1), rtol=0, atol=0)  # ...and the output is its clamp
@@ -416,7 +425,7 @@ def test_sample_output_is_clamped_even_without_clipping(sampler: str) -> None:
 
 def test_sample_unknown_sampler_raises() -> None:
     sched = NoiseSchedule.create("linear", 10)
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(UserError, match="unknown sampler"):
         _run(0, [0], torch.tensor([0]), sched, sampler="euler")
 
 
@@ -448,7 +457,7 @@ def test_sample_exact_eps_oracle_returns_the_data_point(name: str, T: int, kw) -
     gen = torch.Generator().manual_seed(0)
     x0_star = torch.rand(SHAPE, generator=gen) * 1.6 - 0.8
     model = _oracle(sched, x0_star)
-    out = sample(model, sched, torch.tensor([0, 1, 2]), SHAPE, PerSampleNoise(4, range(3)), null_id=NULL, **kw)
+    out = _sample(model, sched, torch.tensor([0, 1, 2]), PerSampleNoise(4, range(3)), **kw)
     torch.testing.assert_close(out, x0_star.expand(3, *SHAPE), rtol=0, atol=1e-4)
 
 
@@ -462,9 +471,9 @@ def test_ddim_oracle_trajectory_keeps_the_initial_noise_direction() -> None:
     e = (x_T - math.sqrt(abar[T - 1]) * x0_star) / math.sqrt(1 - abar[T - 1])
     pairs = timestep_pairs(T, 25)
     seen = []
-    sample(
-        _oracle(sched, x0_star), sched, torch.tensor([0, 1]), SHAPE, PerSampleNoise(8, range(2)),
-        sampler="ddim", steps=25, null_id=NULL, callback=lambda t, x, x0: seen.append((t, x.clone(), x0.clone())),
+    _sample(
+        _oracle(sched, x0_star), sched, torch.tensor([0, 1]), PerSampleNoise(8, range(2)),
+        sampler="ddim", steps=25, callback=lambda t, x, x0: seen.append((t, x.clone(), x0.clone())),
     )
     assert [t for t, _, _ in seen] == [t for t, _ in pairs]
     for (t, x, x0), (_, s) in zip(seen, pairs):

@@ -68,7 +68,7 @@ def test_bad_requests_are_refused_in_one_line(payload, needle):
 
 def test_good_request_takes_defaults_and_accepts_numeric_text():
     r = parse_request({"prompt": " cat ", "n": "3", "guidance": "1.5", "seed": 7.0}, Limits(max_steps=20))
-    assert (r.prompt, r.n, r.guidance, r.seed, r.steps, r.negative) == ("cat", 3, 1.5, 7, 20, "")
+    assert (r.prompt, r.n, r.sampling.guidance, r.sampling.seed, r.sampling.steps, r.negative) == ("cat", 3, 1.5, 7, 20, "")
 
 
 def test_resolve_request_names_indices_paraphrases_and_negatives(run):
@@ -96,7 +96,7 @@ def test_http_errors_are_json_lines(client):
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
     r = client.get("/api/jobs/nope")
     assert r.status_code == 404 and "no job 'nope'" in r.json()["error"]
-    from ddpm.diffusion.sampler import SAMPLERS
+    from ddpm.diffusion.sampling import SAMPLERS
 
     assert client.get("/api/info").json()["samplers"] == list(SAMPLERS)
 
@@ -129,7 +129,7 @@ def test_web_ui_draws_what_ddpm_sample_draws(client, run):
     import numpy as np
     from PIL import Image
 
-    from ddpm.data.dataset import to_uint8
+    from ddpm.common.pixels import to_uint8
 
     status = wait(client, client.post("/api/jobs", json={"prompt": "dog", "n": 2, "steps": 3, "seed": 11,
                                                         "sampler": "ddim"}).json()["id"])
@@ -145,6 +145,7 @@ def test_negative_prompt_guides_away_from_its_class(run):
     """eps = eps_neg + w (eps_cond - eps_neg): with a negative class the images differ from plain guidance, and at
     w = 1 the negative class plays no part."""
     from ddpm.serve.generate import generate
+    from ddpm.diffusion.sampling import SamplingConfig
     from ddpm.serve.request import GenerateRequest
 
     import io
@@ -152,7 +153,7 @@ def test_negative_prompt_guides_away_from_its_class(run):
     from PIL import Image
 
     def images(negative: str, w: float) -> bytes:
-        req = GenerateRequest(prompt="cat", negative=negative, n=1, sampler="ddim", steps=3, guidance=w)
+        req = GenerateRequest(prompt="cat", negative=negative, n=1, sampling=SamplingConfig(sampler="ddim", steps=3, guidance=w))
         png = generate(run, req, resolve_request(run, "cat", negative), "tiny").images[0]
         with Image.open(io.BytesIO(png)) as im:
             return im.tobytes()
@@ -172,7 +173,7 @@ class Gate:
 
     def __call__(self, job):
         req, _ = job.request
-        self.ran.append(req.seed)
+        self.ran.append(req.sampling.seed)
         if req.prompt == "bird":  # a job that breaks
             raise RuntimeError("boom\nsecond line")
         assert self.release.wait(30)

@@ -10,18 +10,8 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion.sampler import (
-    DEFAULT_STEPS,
-    Denoised,
-    PerSampleNoise,
-    ddim_step,
-    ddpm_step,
-    dpmpp_2m_sde_step,
-    dpmpp_2m_step,
-    log_snr_half,
-    sample,
-    timestep_pairs,
-)
+from ddpm.diffusion.sampler import Denoised, PerSampleNoise, ddim_step, ddpm_step, dpmpp_2m_sde_step, dpmpp_2m_step, log_snr_half, sample, timestep_pairs
+from ddpm.diffusion.sampling import DEFAULT_STEPS, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
@@ -276,7 +266,7 @@ def test_sample_dpmpp_2m_point_data_returns_the_point(name: str, steps: int, sam
     sched = NoiseSchedule.create(name, 1000)
     c = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     out = sample(_point_oracle(sched, c), sched, torch.tensor([0, 1, 2]), SHAPE, PerSampleNoise(4, range(3)),
-                 sampler=sampler, steps=steps, guidance=3.0, null_id=NULL)
+                 SamplingConfig(sampler=sampler, steps=steps, guidance=3.0), null_id=NULL)
     torch.testing.assert_close(out, c.expand(3, *SHAPE), rtol=0, atol=1e-4)
 
 
@@ -382,8 +372,10 @@ def toy_model(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor
 SOLVERS = ["dpm++2m", "dpm++2m-sde"]
 
 
-def _run(seed, indices, cond, sched, model=toy_model, sampler="dpm++2m", **kw):
-    return sample(model, sched, cond, SHAPE, PerSampleNoise(seed, indices), null_id=NULL, sampler=sampler, **kw)
+def _run(seed, indices, cond, sched, model=toy_model, sampler="dpm++2m", callback=None, **kw):
+    """sample() with a SamplingConfig of the keywords; guidance 1 (the plain conditional model) unless given."""
+    config = SamplingConfig(**{"guidance": 1.0, "sampler": sampler, **kw})
+    return sample(model, sched, cond, SHAPE, PerSampleNoise(seed, indices), config, null_id=NULL, callback=callback)
 
 
 @pytest.mark.parametrize("sampler", SOLVERS)

@@ -256,7 +256,7 @@ def colour_dataset(root):
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    from ddpm.api import train_run
+    from ddpm.training.resume import train_run
 
     tmp = tmp_path_factory.mktemp("text")
     data = colour_dataset(tmp / "squares")

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from ddpm.api import load_run, train_run
+from ddpm.api import load_run
+from ddpm.training.resume import train_run
 from ddpm.common.errors import UserError
-from ddpm.training.loop import ema_decay_at, ema_update, lr_factor
+from ddpm.training.optim import ema_decay_at, ema_update, lr_factor
 
 from helpers import tiny_config
 

@@ -14,16 +14,9 @@ from PIL import Image, ImageSequence
 
 from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
-from ddpm.pictures.grid import (
-    CAPTION_H,
-    make_grid,
-    noising_frames,
-    noising_timesteps,
-    panel_box,
-    panel_scale,
-    plot_training_curve,
-    save_noising,
-)
+from ddpm.pictures.grid import CAPTION_H, make_grid, panel_box, panel_scale
+from ddpm.pictures.noising import noising_frames, noising_timesteps, save_noising
+from ddpm.training.metrics import plot_training_curve
 
 T = 1000
 

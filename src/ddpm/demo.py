@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from ddpm.data.dataset import BUILTIN, to_uint8
+from ddpm.data.dataset import BUILTIN
+from ddpm.common.pixels import to_uint8
+from ddpm.diffusion.sampling import Sampler, SamplingConfig
 
 DEMO_MODEL = ModelConfig(
     image_size=28, channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
@@ -30,7 +32,7 @@ DEMO_TRAIN = TrainConfig(
     sample_every=0, save_every=0,
 )
 PER_CLASS = 8
-DEMO_SAMPLER, DEMO_SAMPLE_STEPS, DEMO_GUIDANCE = "ddpm", 50, 3.0  # strided ancestral steps (= DDIM with eta 1)
+DEMO_SAMPLING = SamplingConfig(sampler=Sampler.DDPM, steps=50, guidance=3.0, seed=0, batch_size=64)  # strided ancestral steps
 
 
 def demo_config(steps: int | None = None) -> RunConfig:
@@ -51,19 +53,20 @@ def free_run_dir(out: Path) -> Path:
 def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
     """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
     page linking them all; return the paths of what was written."""
-    from ddpm.api import train_run
+    from ddpm.training.resume import train_run
     from ddpm.pictures.noising import noising_command
     from ddpm.pictures.pages import write_run_index
     from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.pictures.trajectory import Trajectory, save_trajectory
-    from ddpm.pictures.grid import make_grid, plot_training_curve
+    from ddpm.pictures.grid import make_grid
+    from ddpm.training.metrics import plot_training_curve
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)
-    traj = Trajectory(DEMO_SAMPLE_STEPS, max_frames=25)
-    with SamplingBar(len(run.class_names) * PER_CLASS, 64, DEMO_SAMPLE_STEPS, enabled=progress) as bar:
-        x = run.sample(None, PER_CLASS, sampler=DEMO_SAMPLER, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=0,
-                       batch_size=64, callback=chain(bar, traj))
+    steps = DEMO_SAMPLING.num_steps(run.schedule.num_steps)
+    traj = Trajectory(steps, max_frames=25)
+    with SamplingBar(len(run.class_names) * PER_CLASS, DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
+        x = run.sample(None, PER_CLASS, DEMO_SAMPLING, callback=chain(bar, traj))
     grid = out / "samples.png"
     make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
     paths = {"samples grid": grid}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ddpm.common.errors import UserError
+from ddpm.diffusion.sampling import DEFAULT_STEPS, EVAL_SAMPLING, SAMPLERS, VARIANCES, SamplingConfig
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
 SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
@@ -58,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     from ddpm.config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
     from ddpm.data.dataset import BUILTIN
     from ddpm.data.transforms import CROPS
-    from ddpm.diffusion.sampler import DEFAULT_STEPS, SAMPLERS, VARIANCES
     from ddpm.diffusion.schedule import SCHEDULES
     from ddpm.diffusion.forward import PREDICTIONS
 
@@ -66,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     m, d, t, dc = ModelConfig(), DiffusionConfig(), TrainConfig(), DataConfig()
-    steps_help = ", ".join(f"{n} for {s}" for s, n in DEFAULT_STEPS.items())
 
     p = sub.add_parser("train", help="train a model on a dataset", formatter_class=fmt)
     p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
@@ -121,14 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None, help="also save each image as DIR/row<r>-<j>.png with its own metadata")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("-n", type=positive_int, default=8, help="images per class")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=SAMPLER_HELP)
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"sampling steps, evenly spaced over T (default: {steps_help}); ddpm with T steps is the original sampler (slow)")
-    p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--variance", choices=VARIANCES, default="beta_tilde", help="ancestral DDPM step variance")
-    p.add_argument("--seed", type=int, default=0, help="image i depends only on (seed, i)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per network call")
+    add_sampling_flags(p, SamplingConfig())
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG, one row per class")
     p.add_argument("--scale", type=positive_int, default=2, help="nearest-neighbour upscaling of the grid")
     p.add_argument("--trajectory", type=Path, default=None,
@@ -175,12 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="dataset of the real reference images (default: the run's)")
     p.add_argument("--split", default="test", help="split of the reference images (the built-in dataset: test or train)")
     p.add_argument("--num-samples", type=positive_int, default=None, help="generated images in all, split over the classes (default: 1000 on CPU, 10000 on GPU)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
-    p.add_argument("--steps", type=positive_int, default=None, help=f"sampling steps (default: {steps_help})")
-    p.add_argument("--guidance", type=float, default=3.0, help="guidance weight w")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of KID's subsets")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per network call")
+    add_sampling_flags(p, EVAL_SAMPLING, seed_help="seed of the samples and of KID's subsets")
     p.add_argument("--classifier", type=Path, default=None, help="domain classifier from `ddpm classifier train` (per-class accuracy, classifier score)")
     p.add_argument("--inception-weights", type=Path, default=None, help="a TorchScript Inception with class logits (NVlabs' inception-2015-12-05.pt) for the standard IS")
     p.add_argument("--no-inception", action="store_true", help="skip FID/KID on Inception features (slow on a CPU)")
@@ -201,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--cache-dir", type=Path, default=None, help="folders: decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     _add_common(q)
     return parser
+
+
+def add_sampling_flags(p: argparse.ArgumentParser, preset: SamplingConfig, seed_help: str = "image i depends only on (seed, i)") -> None:
+    """The flags of every SamplingConfig field (dest = the field's name), their defaults taken from `preset`."""
+    steps_help = ", ".join(f"{n} for {s.value}" for s, n in DEFAULT_STEPS.items())
+    p.add_argument("--sampler", choices=SAMPLERS, default=preset.sampler.value, help=SAMPLER_HELP)
+    p.add_argument("--steps", type=positive_int, default=preset.steps,
+                   help=f"sampling steps, evenly spaced over T (default: {steps_help}); ddpm with T steps is the original sampler (slow)")
+    p.add_argument("--guidance", type=float, default=preset.guidance, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
+    p.add_argument("--eta", type=float, default=preset.eta, help="DDIM noise (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--variance", choices=VARIANCES, default=preset.variance.value, help="ancestral DDPM step variance")
+    p.add_argument("--seed", type=non_negative_int, default=preset.seed, help=seed_help)
+    p.add_argument("--batch-size", type=positive_int, default=preset.batch_size, help="images per network call")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

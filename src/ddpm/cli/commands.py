@@ -7,22 +7,10 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
-import torch
-
-from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.common.errors import UserError
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return device
+from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
+from ddpm.diffusion.sampling import SamplingConfig
+from ddpm.runtime.device import resolve_device
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -49,7 +37,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ddpm.api import train_run
+    from ddpm.training.resume import train_run
     from ddpm.runtime.distributed import env_rank
 
     config = config_from_args(args)
@@ -62,36 +50,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"sample from it: ddpm sample --checkpoint {args.out} {config.data.class_names[0]} -n 8")
 
 
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+    """The SamplingConfig of the flags that parser.add_sampling_flags added (they carry its field names)."""
+    return SamplingConfig(**{name: getattr(args, name) for name in SamplingConfig.__dataclass_fields__
+                             if hasattr(args, name)})
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
-    from ddpm.api import load_run, tensor_to_pil
-    from ddpm.data.dataset import to_uint8
+    from ddpm.api import load_run
+    from ddpm.common.pixels import tensor_to_pil, to_uint8
+    from ddpm.pictures.grid import make_grid
     from ddpm.pictures.pngmeta import save_png
+    from ddpm.pictures.trajectory import Trajectory, save_trajectory
     from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.text.prompts import read_prompts_file
-    from ddpm.pictures.trajectory import Trajectory, save_trajectory
-    from ddpm.pictures.grid import make_grid
 
     if args.trajectory and args.trajectory.suffix.lower() != ".gif":
         raise UserError(f"--trajectory {args.trajectory}: give a .gif path (the x_0 strip PNG is written beside it)")
     prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    rows = len(prompts) or (1 if run.cond == "none" else len(run.class_names))
-    steps = _steps(args)
-    traj = Trajectory(steps) if args.trajectory else None
-    with _one_line_warnings(), SamplingBar(rows * args.n, args.batch_size, steps, enabled=not args.quiet) as bar:
-        out = run.sample_prompts(prompts or None, args.n, negative=args.negative, strict=args.strict,
-                                 sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed,
-                                 eta=args.eta, variance=args.variance, batch_size=args.batch_size,
+    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    rows = len(prompts) or (1 if run.conditioning == "none" else len(run.class_names))
+    traj = Trajectory(sampling.steps) if args.trajectory else None
+    with _one_line_warnings(), SamplingBar(rows * args.n, sampling.batch_size, sampling.steps, enabled=not args.quiet) as bar:
+        out = run.sample_prompts(prompts or None, args.n, sampling, negative=args.negative, strict=args.strict,
                                  callback=chain(bar, traj))
     for row in out.rows if prompts else []:
         print(_describe_row(row))
     if out.negative is not None:
         print("negative: " + _describe_row(out.negative))
-    meta = {"prompts": [r.prompt for r in out.rows], "drawn": [r.label for r in out.rows],
-            "negative": args.negative or "", "seed": args.seed, "sampler": args.sampler, "steps": steps,
-            "guidance": args.guidance if run.cond != "none" else 1.0, "eta": args.eta, "variance": args.variance,
-            "n": args.n, "checkpoint": str(args.checkpoint), "checkpoint_step": run.step, "cond": run.cond,
-            "software": "ddpm"}
+    meta = run.provenance(sampling, str(args.checkpoint), prompts=[r.prompt for r in out.rows],
+                          drawn=[r.label for r in out.rows], negative=args.negative or "", n=args.n)
     labels = [_short(r.label if r.mode != "text" else r.prompt) for r in out.rows]
     _parent(args.out)
     save_png(make_grid(to_uint8(out.images), nrow=args.n, labels=labels, scale=args.scale), args.out, meta)
@@ -161,34 +150,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from ddpm.api import load_run
-    from ddpm.evaluation.classifier import load_classifier
-    from ddpm.evaluation.evaluate import EvalSettings, default_num_samples, evaluate
+    from ddpm.evaluation.evaluate import EvalSettings, default_num_samples, evaluate_checkpoint
     from ddpm.evaluation.report import summary_lines, write_report
+    from ddpm.runtime.distributed import env_rank
 
     device = resolve_device(args.device)
-    settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device), sampler=args.sampler,
-                            steps=_steps(args), guidance=args.guidance, eta=args.eta, seed=args.seed,
-                            batch_size=args.batch_size, data=args.data, split=args.split,
+    settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device),
+                            sampling=sampling_from_args(args), data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
-    import warnings
-
-    from ddpm.runtime.distributed import init, shutdown
-
-    world, device = init(device)  # under torchrun: each rank samples and extracts its share; rank 0 measures
-    try:
-        classifier = load_classifier(args.classifier, device) if args.classifier else None
-        run = load_run(args.checkpoint, device=device)
-        if world.is_main:
-            _parent(args.out / "eval.json")
-        with _one_line_warnings(), warnings.catch_warnings():
-            if not world.is_main:  # rank 0 alone reports
-                warnings.simplefilter("ignore")
-            result, images = evaluate(run, settings, classifier, args.cache_dir, log=_log(args.quiet, args.json),
-                                      world=world, progress=not args.quiet)
-    finally:
-        shutdown(world)
+    if env_rank() == 0:
+        _parent(args.out / "eval.json")
+    with _one_line_warnings():
+        result, images = evaluate_checkpoint(args.checkpoint, settings, args.classifier, device, args.cache_dir,
+                                             log=_log(args.quiet, args.json), progress=not args.quiet)
     if result is None:  # not rank 0
         return
     paths = write_report(result, images, args.out)
@@ -201,16 +176,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_classifier(args: argparse.Namespace) -> None:
-    from ddpm.data.dataset import load_dataset
-    from ddpm.evaluation.classifier import holdout, save_classifier, train_classifier
+    from ddpm.evaluation.classifier import classifier_splits, save_classifier, train_classifier
 
     with _one_line_warnings():
-        train = load_dataset(args.data, args.image_size, args.channels, "train", cache_dir=args.cache_dir,
-                             progress=not args.quiet)
-        if args.data.startswith("builtin:"):  # a fixed test split
-            test = load_dataset(args.data, args.image_size, args.channels, "test", cache_dir=args.cache_dir)
-        else:
-            train, test = holdout(train)
+        train, test = classifier_splits(args.data, args.image_size, args.channels, args.cache_dir, progress=not args.quiet)
     model = train_classifier(train, test, args.data, epochs=args.epochs, seed=args.seed, device=resolve_device(args.device),
                              progress=(lambda _: None) if args.quiet else print)
     _parent(args.out)
@@ -239,13 +208,6 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = saved
-
-
-def _steps(args: argparse.Namespace) -> int:
-    """--steps, or the sampler's default (50 for ddpm and ddim, 20 for dpm++2m)."""
-    from ddpm.diffusion.sampler import DEFAULT_STEPS
-
-    return args.steps or DEFAULT_STEPS[args.sampler]
 
 
 def _parent(path: Path) -> None:

@@ -34,6 +34,7 @@ from ddpm.data.cache import MappedImages, open_cache
 from ddpm.common.errors import UserError
 from ddpm.data.folder import scan_folder
 from ddpm.data.transforms import CROPS, DecodeSpec, parse_background, random_crop, random_hflip
+from ddpm.common.pixels import to_model_range
 
 BUILTIN = "builtin:animal-shapes"
 ANIMAL_SHAPE_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -178,13 +179,3 @@ def load_dataset(source: str, image_size: int, channels: int = 1, split: str = "
     spec = DecodeSpec(image_size, channels, opts.crop, opts.background)
     return load_image_folder(Path(source).expanduser(), spec, opts.min_size,
                              Path(cache_dir).expanduser() if cache_dir else None, progress, workers)
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255]."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -20,11 +20,9 @@ import torch
 
 from ddpm.diffusion.forward import EpsModel
 from ddpm.diffusion.guidance import guided_eps
+from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
-DEFAULT_STEPS: dict[str, int] = {"ddpm": 50, "ddim": 50, "dpm++2m": 20, "dpm++2m-sde": 20}  # the CLI's step count when none is given
-VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
 
 
 def mixed_seed(*ints: int) -> int:
@@ -216,44 +214,35 @@ def sample(
     cond: torch.Tensor,
     shape: Sequence[int],
     noise: PerSampleNoise,
+    config: SamplingConfig,
     *,
-    sampler: str = "ddpm",
-    steps: int | None = None,
-    guidance: float = 1.0,
     null_id: int,
-    eta: float = 0.0,
-    variance: str = "beta_tilde",
     clip: bool = True,
     device: torch.device | str = "cpu",
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1].
-
-    sampler: `ddpm` (ancestral; steps defaults to T), `ddim` (steps defaults to min(50, T)), `dpm++2m` (DPM-Solver++
-    (2M), deterministic) or `dpm++2m-sde` (its stochastic form; both default to min(20, T) steps). Each step is one
-    network call (a batch of 2B under guidance).
+    """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1] with `config`'s sampler,
+    steps (resolved against T), guidance, eta and variance (its seed and batch size are the caller's: `noise` is
+    already seeded, `cond` is one batch). Each step is one network call (a batch of 2B under guidance).
     callback(t, x_t, x0_hat) after each step, for progress and trajectories."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if steps is None:
-        steps = schedule.num_steps if sampler == "ddpm" else min(DEFAULT_STEPS[sampler], schedule.num_steps)
+    kind = config.sampler
     cond = cond.to(device)
     x = noise.randn(shape, device)  # x_T ~ N(0, I)
     previous: Denoised | None = None  # the multistep rules' memory: the last step's x0_hat
-    for t, t_prev in timestep_pairs(schedule.num_steps, steps):
+    for t, t_prev in timestep_pairs(schedule.num_steps, config.num_steps(schedule.num_steps)):
         tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-        eps = guided_eps(model, x, tt, cond, null_id, guidance).float()
-        needs_noise = t_prev >= 0 and (sampler in ("ddpm", "dpm++2m-sde") or (sampler == "ddim" and eta > 0))
+        eps = guided_eps(model, x, tt, cond, null_id, config.guidance).float()
+        needs_noise = t_prev >= 0 and (kind.stochastic or (kind is Sampler.DDIM and config.eta > 0))
         z = noise.randn(shape, device) if needs_noise else None
-        if sampler == "ddpm":
-            x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=variance, clip=clip)
-        elif sampler == "ddim":
-            x, x0 = ddim_step(schedule, x, eps, t, t_prev, z, eta=eta, clip=clip)
-        elif sampler == "dpm++2m":
+        if kind is Sampler.DDPM:
+            x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=config.variance.value, clip=clip)
+        elif kind is Sampler.DDIM:
+            x, x0 = ddim_step(schedule, x, eps, t, t_prev, z, eta=config.eta, clip=clip)
+        elif kind is Sampler.DPMPP_2M:
             x, x0 = dpmpp_2m_step(schedule, x, eps, t, t_prev, previous, clip=clip)
-            previous = Denoised(t, x0)
         else:
             x, x0 = dpmpp_2m_sde_step(schedule, x, eps, t, t_prev, previous, z, clip=clip)
+        if kind.multistep:
             previous = Denoised(t, x0)
         if callback is not None:
             callback(t, x, x0)

@@ -22,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ddpm.data.dataset import ImageData, to_model_range
+from ddpm.data.dataset import ImageData, load_dataset
+from ddpm.common.pixels import to_model_range
 from ddpm.common.errors import UserError
 
 
@@ -180,3 +181,13 @@ def holdout(data: ImageData, every: int = 10) -> tuple[ImageData, ImageData]:
         return ImageData(torch.as_tensor(data.images[idx]), data.labels[idx], list(data.class_names))
 
     return subset(~test), subset(test)
+
+
+def classifier_splits(source: str, image_size: int, channels: int, cache_dir: Path | None = None,
+                      progress: bool = False) -> tuple[ImageData, ImageData]:
+    """(train, test) for the domain classifier: the built-in dataset's fixed splits, or a folder's images with every
+    10th image of each class held out (`holdout`)."""
+    train = load_dataset(source, image_size, channels, "train", cache_dir=cache_dir, progress=progress)
+    if source.startswith("builtin:"):
+        return train, load_dataset(source, image_size, channels, "test", cache_dir=cache_dir)
+    return holdout(train)

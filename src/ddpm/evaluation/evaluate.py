@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ddpm.api import TrainedModel
-from ddpm.data.dataset import ImageData, load_dataset, to_uint8
-from ddpm.runtime.distributed import World, gather_to_main
+from ddpm.api import TrainedModel, load_run
+from ddpm.data.dataset import ImageData, load_dataset
+from ddpm.common.pixels import to_uint8
+from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
 from ddpm.common.errors import UserError
+from ddpm.diffusion.sampling import EVAL_SAMPLING, SamplingConfig
 from ddpm.runtime.progress import SamplingBar, bar
 from ddpm.evaluation import metrics
-from ddpm.evaluation.classifier import DomainClassifier
+from ddpm.evaluation.classifier import DomainClassifier, load_classifier
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
 from ddpm.evaluation.refcache import cached_features
 
@@ -38,18 +41,18 @@ def default_num_samples(device: torch.device) -> int:
 @dataclass
 class EvalSettings:
     num_samples: int = 1_000  # in total, split evenly over the classes (rounded up)
-    sampler: str = "ddim"
-    steps: int = 50
-    guidance: float = 3.0
-    eta: float = 0.0
-    seed: int = 0
-    batch_size: int = 100
+    sampling: SamplingConfig = EVAL_SAMPLING  # its seed also seeds KID's subsets
     data: str = ""  # dataset of the reference images ("" = the run's)
     split: str = "test"
     inception: bool = True  # FID/KID on Inception features (slow on a CPU)
     inception_weights: str | None = None  # a file with Inception logits, for the standard IS
     kid_subsets: int = 100
     kid_subset_size: int = 1_000
+
+    def to_dict(self, num_train_steps: int) -> dict[str, Any]:
+        """JSON-ready and flat (eval.json's "settings"), the sampling steps resolved for T = num_train_steps."""
+        d = {k: v for k, v in asdict(self).items() if k != "sampling"}
+        return {**self.sampling.resolved(num_train_steps).to_dict(), **d}
 
 
 Progress = Callable[[str], None]
@@ -96,21 +99,21 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     is_net = InceptionProbabilities(settings.inception_weights) if settings.inception_weights else None
     k = len(run.class_names)
     per_class = math.ceil(settings.num_samples / k)
-    out: dict[str, Any] = {"settings": asdict(settings), "checkpoint_step": run.step, "classes": run.class_names,
+    sampling = settings.sampling.resolved(run.schedule.num_steps)
+    out: dict[str, Any] = {"settings": settings.to_dict(run.schedule.num_steps), "checkpoint_step": run.step, "classes": run.class_names,
                            "num_generated": per_class * k, "num_real": len(real), "metrics": {}, "seconds": {},
                            "warnings": []}
     timings, results = out["seconds"], out["metrics"]
 
     t0 = time.perf_counter()
-    log(f"sampling {per_class} images for each of {k} classes ({settings.sampler}, {settings.steps} steps, guidance {settings.guidance})")
+    log(f"sampling {per_class} images for each of {k} classes ({sampling.sampler.value}, {sampling.steps} steps, "
+        f"guidance {sampling.guidance})")
     total = per_class * k
     lo, hi = world.rank * total // world.world_size, (world.rank + 1) * total // world.world_size  # this rank's share
     cond = torch.arange(k).repeat_interleave(per_class)[lo:hi]
     index = torch.arange(per_class).repeat(k)[lo:hi]  # image j of each class, seeded by (seed, j)
-    with SamplingBar(len(cond), settings.batch_size, settings.steps, "eval: sample", progress) as step_bar:
-        mine = to_uint8(run.sample_pairs(cond, index, sampler=settings.sampler, steps=settings.steps,
-                                         guidance=settings.guidance, seed=settings.seed, eta=settings.eta,
-                                         batch_size=settings.batch_size, callback=step_bar))
+    with SamplingBar(len(cond), sampling.batch_size, sampling.steps, "eval: sample", progress) as step_bar:
+        mine = to_uint8(run.sample_pairs(cond, index, sampling, callback=step_bar))
     gathered = _gather(world, mine)
     fake = mine if gathered is None else gathered  # on rank 0: (K * per_class, C, H, W), class-major
     wanted = torch.arange(k).repeat_interleave(per_class)
@@ -118,7 +121,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
 
     if classifier is not None:
         t_clf = time.perf_counter()
-        probs = _gather(world, _extract(classifier.probabilities, mine, settings.batch_size))
+        probs = _gather(world, _extract(classifier.probabilities, mine, sampling.batch_size))
         fake_pooled = _gather(world, _extract(classifier.pooled_features, mine, 256))
         t_clf = time.perf_counter() - t_clf
     if settings.inception:
@@ -141,7 +144,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["per_class_accuracy"] = dict(zip(run.class_names, acc))
         results["accuracy"] = float((probs.argmax(1) == wanted).double().mean())
         results["classifier_test_accuracy"] = classifier.config.test_accuracy
-        mean, std = metrics.inception_score(probs, splits=min(10, len(probs)), seed=settings.seed)
+        mean, std = metrics.inception_score(probs, splits=min(10, len(probs)), seed=sampling.seed)
         results["classifier_score"] = {"mean": mean, "std": std, "max": k}
         ref, _ = cached_features(classifier.name, real.images, lambda: extract(classifier.pooled_features, real.images, 256),
                                  cache_dir, meta={"split": settings.split})
@@ -160,14 +163,14 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["fid"] = metrics.frechet_distance(ref, gen)
         timings["fid"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mean, std = metrics.kernel_inception_distance(ref, gen, settings.kid_subsets, settings.kid_subset_size, settings.seed)
+        mean, std = metrics.kernel_inception_distance(ref, gen, settings.kid_subsets, settings.kid_subset_size, sampling.seed)
         results["kid"] = {"mean": mean, "std": std, "subset_size": min(settings.kid_subset_size, len(ref), len(gen)),
                           "subsets": settings.kid_subsets}
         timings["kid"] = time.perf_counter() - t0
 
     if is_net is not None:
         t0 = time.perf_counter()
-        mean, std = metrics.inception_score(is_probs, splits=min(10, len(fake)), seed=settings.seed)
+        mean, std = metrics.inception_score(is_probs, splits=min(10, len(fake)), seed=sampling.seed)
         results["inception_score"] = {"mean": mean, "std": std}
         timings["inception_score"] = t_is + time.perf_counter() - t0
 
@@ -193,3 +196,21 @@ def _gather(world: World, mine: torch.Tensor | None) -> torch.Tensor | None:
     if shares is None:
         return None
     return torch.cat([s for s in shares if s is not None])
+
+
+def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, classifier: str | Path | None = None,
+                        device: torch.device | str = "cpu", cache_dir: Path | None = None, log: Progress = lambda _: None,
+                        progress: bool = False) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
+    """`evaluate` on a run directory or checkpoint, on one process or every rank of a torchrun world: each rank
+    samples and extracts its share, rank 0 measures and returns the results (the others return (None, None) and
+    report nothing)."""
+    world, device = init(torch.device(device))
+    try:
+        clf = load_classifier(classifier, device) if classifier else None
+        run = load_run(checkpoint, device=device)
+        with warnings.catch_warnings():
+            if not world.is_main:  # rank 0 alone reports
+                warnings.simplefilter("ignore")
+            return evaluate(run, settings, clf, cache_dir, log=log, world=world, progress=progress)
+    finally:
+        shutdown(world)

@@ -11,23 +11,12 @@ from typing import Any
 import torch
 
 from ddpm.pictures.grid import make_grid
+from ddpm.pictures.pages import esc, eval_numbers, figure, page, table
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The headline numbers, one per line, for the terminal."""
-    m, lines = result["metrics"], []
-    if "fid" in m:
-        lines.append(f"FID (Inception, {result['num_generated']} vs {result['num_real']}): {m['fid']:.2f}")
-        lines.append(f"KID (Inception, subsets of {m['kid']['subset_size']}): {m['kid']['mean']:.4f} ± {m['kid']['std']:.4f}")
-    if "inception_score" in m:
-        lines.append(f"Inception Score: {m['inception_score']['mean']:.2f} ± {m['inception_score']['std']:.2f}")
-    if "accuracy" in m:
-        lines.append(f"per-class accuracy (domain classifier, {m['classifier_test_accuracy']:.1%} on real test images): "
-                     f"{m['accuracy']:.1%} overall, lowest {min(m['per_class_accuracy'].items(), key=lambda kv: kv[1])[0]} "
-                     f"{min(m['per_class_accuracy'].values()):.1%}")
-        lines.append(f"classifier score (not IS; max {m['classifier_score']['max']}): {m['classifier_score']['mean']:.2f} ± "
-                     f"{m['classifier_score']['std']:.2f}")
-        lines.append(f"classifier-feature FID: {m['classifier_fid']:.3f}")
+    lines = [f"{name}: {value}" for name, value in eval_numbers(result, per_class=False)]
     lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items()))
     return lines + [f"warning: {w}" for w in result["warnings"]]
 
@@ -58,8 +47,6 @@ def markdown(result: dict[str, Any], grid_name: str, class_grids: dict[str, str]
 
 def html(result: dict[str, Any], grid_name: str, class_grids: dict[str, str]) -> str:
     """The report as one HTML page: numbers, the grid, each class's grid with its accuracy, the settings."""
-    from ddpm.pictures.pages import esc, eval_numbers, figure, page, table
-
     s = result["settings"]
     body = [f"<p>Checkpoint step {esc(result['checkpoint_step'])}; {esc(result['num_generated'])} generated images "
             f"against {esc(result['num_real'])} real <code>{esc(s['split'])}</code> images "

@@ -148,9 +148,9 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if config.cond == "class":
             self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
-            self.null_class = config.num_classes
+            self.null_id = config.num_classes
         else:  # text: the zero vector stands for the null caption; none: the condition is ignored
-            self.null_class = 0
+            self.null_id = 0
         if config.cond == "text":
             self.text_mlp = nn.Sequential(nn.Linear(config.text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             self.null_text = nn.Parameter(torch.randn(config.text_dim) / math.sqrt(config.text_dim))  # learned, ~unit norm

@@ -61,25 +61,37 @@ def _width(path: Path) -> int | None:
         return None
 
 
-def eval_numbers(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """(metric, value) rows of an eval.json's headline numbers."""
+def eval_numbers(result: dict[str, Any], per_class: bool = True) -> list[tuple[str, str]]:
+    """(metric, value) rows of an eval.json's headline numbers: the one formatting of evaluation results, for the
+    terminal (evaluation/report.summary_lines), the eval report and the run's index page. `per_class`: a row per
+    class's accuracy too."""
     m, rows = result.get("metrics", {}), []
     if "fid" in m:
-        rows.append(("FID (Inception)", f"{m['fid']:.2f}"))
+        rows.append((f"FID (Inception, {result.get('num_generated')} vs {result.get('num_real')})", f"{m['fid']:.2f}"))
     if "kid" in m:
-        rows.append(("KID (Inception)", f"{m['kid']['mean']:.4f} ± {m['kid']['std']:.4f}"))
+        rows.append((f"KID (Inception, subsets of {m['kid']['subset_size']})",
+                     f"{m['kid']['mean']:.4f} ± {m['kid']['std']:.4f}"))
     if "inception_score" in m:
         rows.append(("Inception Score", f"{m['inception_score']['mean']:.2f} ± {m['inception_score']['std']:.2f}"))
     if "accuracy" in m:
-        rows.append(("per-class accuracy (domain classifier)", f"{m['accuracy']:.1%}"))
-        for name, acc in m.get("per_class_accuracy", {}).items():
-            rows.append((f"  {name}", "n/a" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"{acc:.1%}"))
+        accs = m.get("per_class_accuracy", {})
+        measured = {k: a for k, a in accs.items() if not _missing(a)}
+        lowest = f", lowest {min(measured, key=measured.get)} {min(measured.values()):.1%}" if measured else ""
+        rows.append((f"per-class accuracy (domain classifier, {m['classifier_test_accuracy']:.1%} on real test images)",
+                     f"{m['accuracy']:.1%} overall{lowest}"))
+        if per_class:
+            rows += [(f"  {name}", "n/a" if _missing(acc) else f"{acc:.1%}") for name, acc in accs.items()]
     if "classifier_score" in m:
-        rows.append(("classifier score (not IS)", f"{m['classifier_score']['mean']:.2f} of {m['classifier_score']['max']}"))
+        rows.append((f"classifier score (not IS; max {m['classifier_score']['max']})",
+                     f"{m['classifier_score']['mean']:.2f} ± {m['classifier_score']['std']:.2f}"))
     if "classifier_fid" in m:
         rows.append(("classifier-feature FID", f"{m['classifier_fid']:.3f}"))
     rows.append(("generated / real images", f"{result.get('num_generated')} / {result.get('num_real')}"))
     return rows
+
+
+def _missing(acc: float | None) -> bool:
+    return acc is None or (isinstance(acc, float) and math.isnan(acc))
 
 
 def run_index(run_dir: Path) -> str:

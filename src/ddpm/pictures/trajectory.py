@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ddpm.data.dataset import to_uint8
+from ddpm.common.pixels import to_uint8
 from ddpm.pictures.grid import CAPTION_H, label_font, label_margin, make_grid, panel_box, text_grey
 
 GAP = 12  # px between the x_t and x0_hat grids of a frame

@@ -32,11 +32,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ddpm.api import TrainedModel
 from ddpm.common.errors import UserError
-from ddpm.diffusion.sampler import SAMPLERS
+from ddpm.diffusion.sampling import SAMPLERS
 from ddpm.serve.generate import Generation, generate
 from ddpm.serve.jobs import DONE, Job, JobQueue, QueueFull
 from ddpm.serve.prompt import resolve_request
-from ddpm.serve.request import DEFAULTS, Limits, parse_request
+from ddpm.serve.request import Limits, parse_request, request_defaults
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_PORT = 7860
@@ -90,7 +90,7 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         return {"classes": run.class_names, "aliases": run.config.data.aliases, "samplers": list(SAMPLERS),
-                "defaults": {**DEFAULTS.to_dict(), "steps": min(DEFAULTS.steps, limits.max_steps)},
+                "defaults": request_defaults(limits),
                 "limits": asdict(limits), "checkpoint": checkpoint, "step": run.step,
                 "image_size": run.config.model.image_size, "waiting": queue.waiting()}
 
@@ -106,7 +106,7 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
         except UserError as e:
             raise HTTPException(400, str(e))
         try:
-            job = queue.submit((req, cond), total_steps=req.steps)
+            job = queue.submit((req, cond), total_steps=req.sampling.steps)
         except QueueFull as e:
             raise HTTPException(429, str(e))
         return {"id": job.id, "position": queue.position(job), "status": f"/api/jobs/{job.id}"}

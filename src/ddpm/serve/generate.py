@@ -13,10 +13,8 @@ from typing import Any, Callable
 import torch
 
 from ddpm.api import TrainedModel
-from ddpm.data.dataset import to_uint8
-from ddpm.diffusion.guidance import NegativeAsNull
+from ddpm.common.pixels import to_uint8
 from ddpm.pictures.pngmeta import png_bytes
-from ddpm.diffusion.sampler import PerSampleNoise, sample
 from ddpm.pictures.grid import make_grid, panel_scale, upscale
 from ddpm.serve.prompt import Conditioning
 from ddpm.serve.request import GenerateRequest
@@ -41,11 +39,10 @@ def grid_columns(n: int) -> int:
 
 def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, checkpoint: str,
              report: Callable[[int, bytes | None], None] = lambda step, preview: None) -> Generation:
-    """Draw request.n images of cond. report(step, preview PNG or None) after each denoising step."""
-    n, c = request.n, run.config.model
-    labels = cond.cond.expand(n, *cond.cond.shape)  # (n,) class ids or (n, D) embeddings
-    model = run.eps_model if cond.negative is None else NegativeAsNull(run.eps_model, run.model.null_class, cond.negative)
-    every = max(1, math.ceil(request.steps / PREVIEWS))
+    """Draw request.n images of cond through the API (TrainedModel.sample_pairs). report(step, preview PNG or None)
+    after each denoising step."""
+    n, c, steps = request.n, run.config.model, request.sampling.num_steps(run.schedule.num_steps)
+    every = max(1, math.ceil(steps / PREVIEWS))
     cols, grid_scale = grid_columns(n), panel_scale(c.image_size, GRID_CELL_PX)
     done = 0
 
@@ -53,16 +50,15 @@ def generate(run: TrainedModel, request: GenerateRequest, cond: Conditioning, ch
         nonlocal done
         done += 1
         preview = None
-        if done % every == 0 or done == request.steps:
+        if done % every == 0 or done == steps:
             preview = png_bytes(make_grid(to_uint8(x0_hat.float().cpu()), nrow=cols, scale=grid_scale))
         report(done, preview)
 
-    x = sample(model, run.schedule, labels, (c.channels, c.image_size, c.image_size), PerSampleNoise(request.seed, range(n)),
-               sampler=request.sampler, steps=request.steps, guidance=request.guidance, null_id=run.model.null_class, device=run.device,
-               callback=callback)
-    images = to_uint8(x.cpu())  # (n, C, H, W)
-    settings = {**request.to_dict(), "drawn": cond.label, "negative_drawn": cond.negative_label,
-                "checkpoint": checkpoint, "checkpoint_step": run.step, "image_size": c.image_size, "software": "ddpm"}
+    labels = cond.cond.expand(n, *cond.cond.shape)  # (n,) class ids or (n, D) embeddings
+    x = run.sample_pairs(labels, torch.arange(n), request.sampling, negative=cond.negative, callback=callback)
+    images = to_uint8(x)  # (n, C, H, W)
+    settings = run.provenance(request.sampling, checkpoint, prompt=request.prompt, negative=request.negative, n=n,
+                              drawn=cond.label, negative_drawn=cond.negative_label)
     grid = png_bytes(make_grid(images, nrow=cols, scale=grid_scale), {**settings, "grid_columns": cols})
     single_scale = panel_scale(c.image_size, SINGLE_PX)
     singles = [png_bytes(make_grid(upscale(images[j:j + 1], single_scale), nrow=1, pad=0), {**settings, "index": j})

@@ -5,7 +5,7 @@ aliases (Animals-10's Italian folder names) and indices, then maps any other tex
 similarity; a text-conditioned run encodes the prompt. Where the command line would warn about a prompt far from
 everything the model knows and draw the nearest class anyway, the web UI refuses it with the nearest classes named
 (a page is not a log). A negative prompt replaces the unconditional branch of guidance,
-eps = eps_neg + w (eps_cond - eps_neg) (guidance.NegativeAsNull).
+eps = eps_neg + w (eps_cond - eps_neg) (diffusion/guidance.NegativeAsNull).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Conditioning:
 def resolve_request(run: TrainedModel, prompt: str, negative: str = "") -> Conditioning:
     """prompt (and optional negative prompt) -> Conditioning; a UserError with a one-line message naming the nearest
     classes (or training captions) when the prompt is far from all of them."""
-    if run.cond == "none":
+    if run.conditioning == "none":
         raise UserError("this model is unconditional (trained with --cond none): it takes no prompt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FarPrompt)
@@ -43,14 +43,14 @@ def resolve_request(run: TrainedModel, prompt: str, negative: str = "") -> Condi
     if row.far:
         near = ", ".join(f"{n} ({s:.2f})" for n, s in row.nearest)
         raise UserError(f"{prompt.strip()!r} is far from everything this model knows; nearest: {near}. "
-                        f"It draws: {', '.join(run.class_names) if run.cond == 'class' else 'its training captions'}")
+                        f"It draws: {', '.join(run.class_names) if run.conditioning == 'class' else 'its training captions'}")
     if not negative.strip():
         return Conditioning(cond[0], row.label, similarity=row.similarity)
     try:
-        neg, (neg_row,) = run.resolve_negative(negative)
+        neg, neg_row = run.resolve_negative(negative)
     except UserError as e:
         raise UserError(f"negative prompt: {e}") from None
-    if run.cond == "class" and int(neg[0]) == int(cond[0]):
+    if run.conditioning == "class" and int(neg) == int(cond[0]):
         raise UserError(f"the negative prompt names the same class as the prompt ({row.label}); leave it empty or "
                         "name another class")
-    return Conditioning(cond[0], row.label, neg[0], neg_row.label, row.similarity)
+    return Conditioning(cond[0], row.label, neg, neg_row.label, row.similarity)

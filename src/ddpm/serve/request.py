@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ddpm.common.errors import UserError
-from ddpm.diffusion.sampler import SAMPLERS
+from ddpm.diffusion.sampling import SamplingConfig
 
 MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's SeedSequence: non-negative integers
 
@@ -26,43 +26,43 @@ class GenerateRequest:
     prompt: str
     negative: str = ""
     n: int = 4
-    sampler: str = "ddpm"  # as `ddpm sample`: the same seed gives the same images
-    steps: int = 50
-    guidance: float = 3.0
-    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig()  # as `ddpm sample`: the same seed gives the same images
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The request as the page sends it: its fields and the sampling options it may set."""
+        options = self.sampling.to_dict()
+        return {"prompt": self.prompt, "negative": self.negative, "n": self.n, **{k: options[k] for k in SAMPLING_FIELDS}}
 
 
-DEFAULTS = GenerateRequest(prompt="")
+SAMPLING_FIELDS = ("sampler", "steps", "guidance", "seed")  # what a request may set; the rest keeps its default
+FIELDS = ("prompt", "negative", "n", *SAMPLING_FIELDS)
+
+
+def request_defaults(limits: Limits) -> dict[str, Any]:
+    """What the page starts with: every field's default, steps resolved for the run's T."""
+    return GenerateRequest("", sampling=SamplingConfig().resolved(limits.max_steps)).to_dict()
 
 
 def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
-    """A JSON object -> GenerateRequest. Missing fields take DEFAULTS (prompt is required); unknown fields, wrong
+    """A JSON object -> GenerateRequest. Missing fields take their defaults (prompt is required); unknown fields, wrong
     types and values out of range are refused with a message naming the field and what it accepts."""
     if not isinstance(payload, dict):
         raise UserError("the request must be a JSON object such as {\"prompt\": \"cat\", \"n\": 4}")
-    known = set(DEFAULTS.to_dict())
-    unknown = sorted(set(payload) - known)
+    unknown = sorted(set(payload) - set(FIELDS))
     if unknown:
-        raise UserError(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(DEFAULTS.to_dict())}")
+        raise UserError(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(FIELDS)}")
     prompt = _text(payload, "prompt", limits.max_prompt_chars)
     if not prompt:
         raise UserError("prompt is empty: name what to draw (a class name such as 'cat', or its index)")
-    sampler = payload.get("sampler", DEFAULTS.sampler)
-    if sampler not in SAMPLERS:
-        raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    default_steps = min(DEFAULTS.steps, limits.max_steps)
-    return GenerateRequest(
-        prompt=prompt,
-        negative=_text(payload, "negative", limits.max_prompt_chars),
-        n=_integer(payload, "n", DEFAULTS.n, 1, limits.max_images),
-        sampler=sampler,
-        steps=_integer(payload, "steps", default_steps, 1, limits.max_steps),
-        guidance=_number(payload, "guidance", DEFAULTS.guidance, 0.0, limits.max_guidance),
-        seed=_integer(payload, "seed", DEFAULTS.seed, 0, MAX_SEED),
+    default = SamplingConfig()
+    sampling = SamplingConfig(
+        sampler=payload.get("sampler", default.sampler),
+        steps=_integer(payload, "steps", default.num_steps(limits.max_steps), 1, limits.max_steps),
+        guidance=_number(payload, "guidance", default.guidance, 0.0, limits.max_guidance),
+        seed=_integer(payload, "seed", default.seed, 0, MAX_SEED),
     )
+    return GenerateRequest(prompt=prompt, negative=_text(payload, "negative", limits.max_prompt_chars),
+                           n=_integer(payload, "n", GenerateRequest.n, 1, limits.max_images), sampling=sampling)
 
 
 def _text(payload: dict, name: str, max_chars: int) -> str:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from ddpm.text.captions import class_captions
+from ddpm.text.captions import article, class_captions
 from ddpm.common.errors import UserError
 
 FAR_THRESHOLD = 0.5
@@ -88,9 +88,9 @@ def read_prompts_file(path: str | Path) -> list[str]:
     return prompts
 
 
-def exact_class(prompt: str, class_names: Sequence[str], aliases: dict[str, list[str]]) -> int | None:
+def exact_class(prompt: str | int, class_names: Sequence[str], aliases: dict[str, list[str]]) -> int | None:
     """The class whose name, alias or index the prompt is (case-insensitive), else None."""
-    key = prompt.strip().lower()
+    key = str(prompt).strip().lower()
     if key.lstrip("-").isdigit():
         i = int(key)
         return i if 0 <= i < len(class_names) else None
@@ -101,6 +101,17 @@ def exact_class(prompt: str, class_names: Sequence[str], aliases: dict[str, list
         if key in (o.lower() for o in others) and name.lower() in lowered:
             return lowered.index(name.lower())
     return None
+
+
+def resolve_class(spec: str | int, class_names: Sequence[str], aliases: dict[str, list[str]] | None = None) -> int:
+    """A class name or alias (case-insensitive) or index -> class id; anything else is a one-line UserError."""
+    found = exact_class(spec, class_names, aliases or {})
+    if found is not None:
+        return found
+    known = ", ".join(class_names)
+    if str(spec).strip().lstrip("-").isdigit():
+        raise UserError(f"class index {int(spec)} is out of range 0..{len(class_names) - 1}; known classes: {known}")
+    raise UserError(f"unknown class {spec!r}; known classes: {known}")
 
 
 _ANCHOR_CACHE: dict[tuple[str, ...], torch.Tensor] = {}
@@ -161,8 +172,7 @@ def match_classes(prompts: list[str], class_names: Sequence[str], aliases: dict[
     exact = [exact_class(p, class_names, aliases) for p in prompts]
     for p, e in zip(prompts, exact):
         if e is None and p.lstrip("-").isdigit():
-            raise UserError(f"class index {p} is out of range 0..{len(class_names) - 1}; known classes: "
-                            f"{', '.join(class_names)}")
+            resolve_class(p, class_names, aliases)  # raises: the index is out of range
     fuzzy = [p for p, e in zip(prompts, exact) if e is None]
     found = iter(Matcher.for_classes(class_names, aliases).match(fuzzy) if fuzzy else [])
     out = [Match(p, e, class_names[e], 1.0, class_names[e], [(class_names[e], 1.0)]) if e is not None else next(found)
@@ -177,3 +187,73 @@ def report_far(matches: list[Match], strict: bool) -> None:
             if strict:
                 raise UserError(m.describe() + "; rephrase it or drop --strict")
             warnings.warn(m.describe() + f"; drawing {m.name!r} anyway", FarPrompt, stacklevel=3)
+
+
+@dataclass
+class PromptRow:
+    """How one prompt was understood: a class (class-conditioned model), a text embedding, or ignored ("none")."""
+
+    prompt: str
+    mode: str  # class | text | none (the model's conditioning)
+    label: str  # the class drawn, the prompt itself, or "unconditional"
+    similarity: float | None = None  # to the nearest class anchor or training caption (None: not measured)
+    nearest: list[tuple[str, float]] = field(default_factory=list)  # best first
+    far: bool = False
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a model knows to draw: its conditioning mode, class names and aliases, and (text models) its training
+    captions, read only when a prompt needs them."""
+
+    conditioning: str  # class | text | none
+    class_names: list[str]
+    aliases: dict[str, list[str]]
+    captions: Callable[[], list[str]]
+
+
+def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
+    """Conditions for the prompts ((P,) class ids or (P, 384) embeddings) and how each was understood.
+    A prompt far from every class (class mode) or training caption (text mode) gives a FarPrompt warning naming the
+    nearest ones, or a UserError when strict."""
+    prompts = [clean_prompt(p) for p in prompts]
+    if known.conditioning == "class":
+        matches = match_classes(prompts, known.class_names, known.aliases, strict)
+        rows = [PromptRow(m.prompt, "class", m.name, m.similarity, m.nearest, m.far) for m in matches]
+        return torch.tensor([m.index for m in matches], dtype=torch.long), rows
+    if known.conditioning == "text":
+        from ddpm.text.encoder import load_encoder
+
+        emb = load_encoder().encode(prompts)  # (P, 384)
+        matches = Matcher.for_captions(known.captions()).match(prompts, emb)
+        report_far(matches, strict)
+        return emb, [PromptRow(m.prompt, "text", m.prompt, m.similarity, m.nearest, m.far) for m in matches]
+    raise UserError("this model is unconditional (trained with --cond none); it takes no prompt")
+
+
+def resolve_negative(negative: str, known: Vocabulary, strict: bool = False) -> tuple[torch.Tensor, PromptRow]:
+    """The condition to guide away from ((), a class id, or (384,), an embedding) and how it was understood. A class
+    model refuses a negative prompt that matches no class; a text model refuses a far one only when strict."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FarPrompt)
+        cond, (row,) = resolve_prompts([negative], known, strict=False)
+    if row.far:
+        near = ", ".join(f"{n!r} {s:.2f}" for n, s in row.nearest)
+        if known.conditioning == "class":
+            raise UserError(f"the negative prompt {negative!r} matches no class of this model (nearest: {near}); "
+                            "name a class it knows or drop --negative")
+        if strict:
+            raise UserError(f"the negative prompt {negative!r} is far from everything this model knows "
+                            f"(nearest: {near}); rephrase it or drop --strict")
+    for w in caught:
+        if not issubclass(w.category, FarPrompt):
+            warnings.warn(w.message, w.category)
+    return cond[0], row
+
+
+def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor) -> torch.Tensor:
+    """(N,) class ids -> (N, 384) embeddings of "a <class name>" (how a text model trained on class folders is asked
+    for a class)."""
+    from ddpm.text.encoder import load_encoder
+
+    return load_encoder().encode([article(n) for n in class_names])[ids]  # (classes, 384) -> (N, 384)

@@ -1,0 +1,126 @@
+"""How to draw images from a trained model: one typed `SamplingConfig` that the CLI, the Python API, evaluation,
+the web UI and the training preview all take. Each option has its one default here and is validated here, once,
+whether it comes from a flag, a keyword, a JSON request or a preset.
+
+    sampler     ddpm (ancestral), ddim, dpm++2m (DPM-Solver++(2M)), dpm++2m-sde (its stochastic form)
+    steps       network evaluations, evenly spaced over the T training steps; None: the sampler's default
+                (DEFAULT_STEPS), at most T. `num_steps(T)` resolves it: the one place where None becomes a number.
+    guidance    classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
+    eta         DDIM's noise (0 deterministic, 1 DDPM-like); other samplers ignore it
+    variance    the ancestral step's variance: beta_tilde (posterior) or beta (DDPM sec. 3.2)
+    seed        image j of a request starts from noise seeded by (seed, j)
+    batch_size  images per network call (a batch of 2 x batch_size under guidance); results do not depend on it
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from typing import Any
+
+from ddpm.common.errors import UserError
+
+
+class Sampler(str, Enum):
+    """The reverse-process step rules of sampler.py."""
+
+    DDPM = "ddpm"
+    DDIM = "ddim"
+    DPMPP_2M = "dpm++2m"
+    DPMPP_2M_SDE = "dpm++2m-sde"
+
+    __hash__ = str.__hash__  # a name looks up what its member does: DEFAULT_STEPS["ddim"]
+
+    @property
+    def stochastic(self) -> bool:
+        """Adds fresh noise at every step but the last (DDIM only when eta > 0)."""
+        return self in (Sampler.DDPM, Sampler.DPMPP_2M_SDE)
+
+    @property
+    def multistep(self) -> bool:
+        """Also takes the previous step's x0_hat (DPM-Solver++(2M))."""
+        return self in (Sampler.DPMPP_2M, Sampler.DPMPP_2M_SDE)
+
+
+class Variance(str, Enum):
+    """Variance of the ancestral (ddpm) step: the posterior's beta_tilde, or beta (DDPM sec. 3.2)."""
+
+    BETA_TILDE = "beta_tilde"
+    BETA = "beta"
+
+
+SAMPLERS: tuple[str, ...] = tuple(s.value for s in Sampler)
+VARIANCES: tuple[str, ...] = tuple(v.value for v in Variance)
+DEFAULT_STEPS: dict[Sampler, int] = {Sampler.DDPM: 50, Sampler.DDIM: 50, Sampler.DPMPP_2M: 20, Sampler.DPMPP_2M_SDE: 20}
+
+
+def _member(kind: type[Enum], value: Any, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise UserError(f"unknown {what} {value!r}: {what} must be one of {choices}") from None
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Every option of a sampling run (see the module doc). Strings are accepted for the modes and become enums;
+    a bad value is a one-line UserError."""
+
+    sampler: Sampler = Sampler.DDPM
+    steps: int | None = None
+    guidance: float = 3.0
+    eta: float = 0.0
+    variance: Variance = Variance.BETA_TILDE
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sampler", _member(Sampler, self.sampler, "sampler"))
+        object.__setattr__(self, "variance", _member(Variance, self.variance, "variance"))
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise UserError(f"steps must be a positive whole number, got {self.steps!r}")
+        if not math.isfinite(self.guidance):
+            raise UserError(f"guidance must be a finite number, got {self.guidance}")
+        if not math.isfinite(self.eta) or self.eta < 0:
+            raise UserError(f"eta must be a number >= 0, got {self.eta}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+
+    def num_steps(self, num_train_steps: int) -> int:
+        """The steps to take with a schedule of T = num_train_steps: `steps`, or the sampler's default capped at T."""
+        if self.steps is None:
+            return min(DEFAULT_STEPS[self.sampler], num_train_steps)
+        if self.steps > num_train_steps:
+            raise UserError(f"--steps {self.steps} is more than the model's {num_train_steps} diffusion steps; "
+                            f"use at most {num_train_steps}")
+        return self.steps
+
+    def resolved(self, num_train_steps: int) -> "SamplingConfig":
+        """This config with `steps` filled in for T = num_train_steps."""
+        return replace(self, steps=self.num_steps(num_train_steps))
+
+    def with_options(self, **options: Any) -> "SamplingConfig":
+        """A copy with some options changed (keyword names as the fields); an unknown name is a UserError."""
+        unknown = sorted(set(options) - set(self.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"unknown sampling option(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(self.__dataclass_fields__)}")
+        return replace(self, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the modes as their names."""
+        d = asdict(self)
+        d["sampler"], d["variance"] = self.sampler.value, self.variance.value
+        return d
+
+
+# Presets: every sampling run in ddpm starts from SamplingConfig() (`ddpm sample`, the web UI, the API) or one of these.
+# `ddpm eval`: deterministic DDIM at its 50 default steps, 100 images a call (the open performance issue measures which
+# sampler keeps quality at least cost, to make it the one default everywhere).
+EVAL_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, batch_size=100)
+# TensorBoard preview grids while a run trains: cheap and deterministic.
+PREVIEW_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, steps=20)

@@ -1,0 +1,123 @@
+"""Starting or continuing a training run: choose the snapshot to resume from (rank 0 decides, every rank follows),
+refuse what would overwrite a finished run, load the data, record its classes in the config, then train
+(training/loop.py) and return the trained model. Under torchrun every rank calls `train_run`."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from ddpm.api import TrainedModel, load_run
+from ddpm.common.errors import UserError
+from ddpm.config import RunConfig
+from ddpm.data.dataset import load_dataset
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.network.unet import UNet
+from ddpm.runtime.distributed import World, broadcast_object, init, shutdown
+from ddpm.text.bank import build_caption_bank
+from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from ddpm.training.loop import train
+from ddpm.training.snapshot import (Snapshot, SnapshotWarning, check_compatible, find_latest, list_snapshots,
+                                    load_snapshot)
+
+
+def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True,
+              cache_dir: str | Path | None = None, resume: str | Path = "auto") -> TrainedModel:
+    """Load the dataset named in config.data.source, record its classes in the config, train, and return the
+    trained model (EMA weights). Under torchrun, every rank calls this (see runtime/distributed.py).
+    `resume`: "auto" continues from the newest valid snapshot in out_dir (a finished run asked again with the same
+    training settings is reported and returned as it is; other settings are refused); "never" starts fresh and
+    refuses a directory that holds a checkpoint or snapshots; a path continues from that snapshot file.
+    `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    try:
+        config.model.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    world, device = init(torch.device(device))
+    try:
+        with warnings.catch_warnings():
+            if not world.is_main:  # rank 0 alone reports skipped files and resume notes
+                warnings.simplefilter("ignore")
+            return _train_in_world(config, out, device, progress and world.is_main, cache_dir, resume, world)
+    finally:
+        shutdown(world)
+
+
+def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress: bool,
+                    cache_dir: str | Path | None, resume: str | Path, world: World) -> TrainedModel:
+    snap, error = (_choose_snapshot(out, resume) if world.is_main else (None, None))
+    path, error = broadcast_object(world, (snap.path if snap else None, error))
+    if error:
+        raise UserError(error)
+    if path is not None and snap is None:
+        snap = load_snapshot(path, verify=False)  # rank 0 verified the checksum
+    if snap is not None and snap.step >= config.train.steps:
+        if snap.step == config.train.steps and snap.config.train == config.train:
+            if world.is_main:
+                _ensure_checkpoint(out, snap)
+                sys.stderr.write(f"{out} already finished at step {snap.step}; nothing to do (raise --steps to train "
+                                 "further)\n")
+            return load_run(out, device)
+        raise UserError(f"{out} already holds a trained run (step {snap.step}); choose another --out, delete it, or "
+                        f"raise --steps above {snap.step} to continue it")
+    data = load_dataset(config.data.source, config.model.image_size, config.model.channels, "train",
+                        options=config.data, cache_dir=cache_dir, progress=progress)
+    config.data.class_names = list(data.class_names)
+    config.data.aliases = dict(data.aliases)
+    config.model.num_classes = len(data.class_names)
+    if snap is not None:
+        changed = check_compatible(snap.config, config, snap.path)
+        if changed:
+            warnings.warn(f"resuming {snap.path} with changed training settings: {'; '.join(changed)}", SnapshotWarning)
+        saved_world = int(snap.state["world_size"])
+        if saved_world != world.world_size:
+            warnings.warn(
+                f"snapshot at step {snap.step} was written by {saved_world} process(es) (global batch "
+                f"{snap.state['global_batch']}); continuing with {world.world_size} (global batch "
+                f"{config.train.batch_size * world.world_size}): the {snap.state['samples_seen']:,} samples seen so "
+                "far are kept and the data order continues where it stopped", SnapshotWarning)
+    text = None
+    if config.model.cond == "text":
+        text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None)
+    state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text)
+    schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
+    return TrainedModel(config, state.ema.eval(), schedule, state.step, device, out)
+
+
+def _choose_snapshot(out: Path, resume: str | Path) -> tuple[Snapshot | None, str | None]:
+    """(snapshot to continue from or None, error line or None); run on rank 0, whose answer every rank follows."""
+    finished = (out / CHECKPOINT_NAME).exists()
+    try:
+        if str(resume) == "never":
+            if finished or list_snapshots(out):
+                what = "a trained run" if finished else "snapshots of an unfinished run (--resume auto continues it)"
+                return None, f"{out} already holds {what}; choose another --out or delete it first"
+            return None, None
+        if str(resume) == "auto":
+            snap = find_latest(out)
+            if snap is None and finished:
+                return None, f"{out} already holds a trained run; choose another --out or delete it first"
+            return snap, None
+        path = Path(resume).expanduser()
+        if path.is_dir():  # a run directory: its newest valid snapshot
+            snap = find_latest(path)
+            return (snap, None) if snap else (None, f"--resume {resume}: no usable snapshot in that directory")
+        return load_snapshot(path), None
+    except UserError as e:
+        return None, str(e)
+
+
+def _ensure_checkpoint(out: Path, snap: Snapshot) -> None:
+    """A run killed between its final snapshot and checkpoint... cannot happen (checkpoint first), but a deleted
+    checkpoint is rebuilt from the final snapshot."""
+    if not (out / CHECKPOINT_NAME).exists():
+        model, ema = UNet(snap.config.model), UNet(snap.config.model)
+        model.load_state_dict(snap.group("model"))
+        ema.load_state_dict(snap.group("ema"))
+        save_checkpoint(out / CHECKPOINT_NAME, snap.config, model, ema, snap.step)
