@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
+from ddpm.common.seeding import sample_seed
 from ddpm.diffusion.forward import EpsModel
 from ddpm.diffusion.guidance import guided_eps
 from ddpm.diffusion.schedule import NoiseSchedule
@@ -25,16 +25,6 @@ from ddpm.diffusion.schedule import NoiseSchedule
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 DEFAULT_STEPS: dict[str, int] = {"ddpm": 50, "ddim": 50, "dpm++2m": 20, "dpm++2m-sde": 20}  # the CLI's step count when none is given
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta")
-
-
-def mixed_seed(*ints: int) -> int:
-    """An independent 63-bit seed per tuple of non-negative integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(ints)).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """Seed of image `index` in a run with seed `seed`."""
-    return mixed_seed(seed, index)
 
 
 class PerSampleNoise:

@@ -28,7 +28,8 @@ from ddpm.diffusion.forward import as_eps_model, diffusion_loss, sample_timestep
 from ddpm.common.errors import UserError
 from ddpm.diffusion.guidance import drop_condition
 from ddpm.network.unet import UNet, count_parameters
-from ddpm.diffusion.sampler import PerSampleNoise, mixed_seed, sample
+from ddpm.diffusion.sampler import PerSampleNoise, sample
+from ddpm.common.seeding import mixed_seed
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.training.snapshot import Snapshot, SnapshotError, flatten_optimizer, save_snapshot, unflatten_optimizer
 
