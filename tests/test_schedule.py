@@ -165,6 +165,43 @@ def test_alpha_bar_at(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_alpha_bar_of_is_the_one_scalar_accessor(name: str) -> None:
+    sched = NoiseSchedule.create(name, 50)
+    assert sched.alpha_bar_of(-1) == 1.0 and type(sched.alpha_bar_of(-1)) is float  # the clean sample
+    for t in range(50):
+        got = sched.alpha_bar_of(t)
+        assert type(got) is float and got == sched.alpha_bar[t].item(), t  # the float64 value, exactly
+    for t in (-2, 50):
+        with pytest.raises(IndexError, match="outside -1..49"):
+            sched.alpha_bar_of(t)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derived_tensors_are_built_once_with_the_closed_forms_bit_for_bit(name: str) -> None:
+    """Each derived tensor is computed when the schedule is built (the same object on every access) and holds
+    exactly what the closed form gives from betas."""
+    sched = NoiseSchedule.create(name, 100)
+    betas = sched.betas
+    alphas = 1.0 - betas
+    ab = torch.cumprod(alphas, dim=0)
+    ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+    expected = {
+        "alphas": alphas,
+        "alpha_bar": ab,
+        "alpha_bar_prev": ab_prev,
+        "sqrt_alpha_bar": ab.sqrt(),
+        "sqrt_one_minus_alpha_bar": (1.0 - ab).sqrt(),
+        "snr": ab / (1.0 - ab),
+        "posterior_variance": betas * (1.0 - ab_prev) / (1.0 - ab),
+        "posterior_mean_coef_x0": betas * ab_prev.sqrt() / (1.0 - ab),
+        "posterior_mean_coef_xt": (1.0 - ab_prev) * alphas.sqrt() / (1.0 - ab),
+    }
+    for attr, value in expected.items():
+        assert getattr(sched, attr) is getattr(sched, attr), attr
+        assert torch.equal(getattr(sched, attr), value), attr
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_everything_is_float64_with_shape_T(name: str) -> None:
     T = 20
     sched = NoiseSchedule.create(name, T)
