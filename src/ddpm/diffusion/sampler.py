@@ -4,7 +4,7 @@ no step rule calls the network. One loop (`sample`) drives any rule over a list 
 t_prev = -1 denotes the clean sample (alpha_bar_{-1} = 1, `NoiseSchedule.alpha_bar_of`). For a pair (t, s) with
 s < t, define
     alpha_bar_t, alpha_bar_s,   beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s   (the noise added from s to t)
-which reduce to beta_t when s = t - 1.
+which reduce to beta_t when s = t - 1; the posterior q(x_s | x_t, x_0) is `NoiseSchedule.posterior(t, s)`.
 
 `dpm++2m` (DPM-Solver++(2M)) and `dpm++2m-sde` are multistep: their step also takes the previous step's x0_hat
 (`Denoised`), which the loop carries from one step to the next; the network is still called only by the loop.
@@ -72,21 +72,21 @@ def ddpm_step(
     variance: str = "beta_tilde",
     clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat) (DDPM eqs. 6-7, generalised to strides).
+    """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat), the posterior of DDPM eqs. 6-7 generalised to strides
+    (`NoiseSchedule.posterior(t, t_prev)`):
 
     mean = sqrt(ab_s) beta_{t|s} / (1 - ab_t) x0_hat + sqrt(ab_t / ab_s) (1 - ab_s) / (1 - ab_t) x_t
     var  = beta_tilde = beta_{t|s} (1 - ab_s) / (1 - ab_t)   or   beta_{t|s}   (the two choices of DDPM sec. 3.2)
     No noise is added on the final step (t_prev = -1). Returns (x_{t_prev}, x0_hat)."""
-    ab_t, ab_s = schedule.alpha_bar_of(t), schedule.alpha_bar_of(t_prev)
-    beta_ts = 1 - ab_t / ab_s
-    x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
-    mean = (math.sqrt(ab_s) * beta_ts / (1 - ab_t)) * x0 + (math.sqrt(ab_t / ab_s) * (1 - ab_s) / (1 - ab_t)) * x_t
+    q = schedule.posterior(t, t_prev)
+    x0, _ = _x0_and_eps(x_t, eps, schedule.alpha_bar_of(t), clip)
+    mean = q.coef_x0 * x0 + q.coef_xt * x_t
     if t_prev < 0:
         return mean, x0
     if variance == "beta_tilde":
-        var = beta_ts * (1 - ab_s) / (1 - ab_t)
+        var = q.var_beta_tilde
     elif variance == "beta":
-        var = beta_ts
+        var = q.var_beta
     else:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     assert noise is not None, "an ancestral step needs noise"

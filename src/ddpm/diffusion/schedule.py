@@ -16,6 +16,15 @@ The posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I) has (DDPM eqs. 6
 with alpha_bar_{-1} = 1, so at t = 0 the posterior is a point mass at x_0. Index -1 stands for the clean sample
 x_0 throughout; `alpha_bar_of` is the one place that says alpha_bar_{-1} = 1.
 
+Strided (samplers that skip steps). For -1 <= s < t, q(x_t | x_s) = N(sqrt(alpha_bar_t / alpha_bar_s) x_s, beta_{t|s} I)
+with beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s, the noise added from s to t, and eqs. 6-7 become
+
+    mu_tilde_{t|s}   = [sqrt(alpha_bar_s) beta_{t|s} / (1 - alpha_bar_t)] x_0
+                     + [sqrt(alpha_bar_t / alpha_bar_s) (1 - alpha_bar_s) / (1 - alpha_bar_t)] x_t
+    beta_tilde_{t|s} = beta_{t|s} (1 - alpha_bar_s) / (1 - alpha_bar_t)
+
+which at s = t - 1 are the per-step forms above (beta_{t|t-1} = beta_t, alpha_bar_t / alpha_bar_{t-1} = alpha_t).
+
 Everything is computed once, in float64, when the schedule is built, and cast by the caller: the schedule is data,
 not weights. Scalars for the step rules come out as python floats of those float64 values.
 """
@@ -54,6 +63,18 @@ def cosine_betas(num_steps: int, s: float = COSINE_S, max_beta: float = COSINE_M
     u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps  # (T+1,)
     ab = cosine_alpha_bar(u, s)
     return torch.clamp(1 - ab[1:] / ab[:-1], max=max_beta)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, var I) for one pair s < t, as python floats from float64.
+    var_beta_tilde = beta_tilde_{t|s} is the true posterior variance, var_beta = beta_{t|s} its upper bound; the
+    two choices of DDPM sec. 3.2."""
+
+    coef_x0: float
+    coef_xt: float
+    var_beta_tilde: float
+    var_beta: float
 
 
 @dataclass(frozen=True)
@@ -124,3 +145,24 @@ class NoiseSchedule:
     def alpha_bar_at(self, t: torch.Tensor) -> torch.Tensor:
         """alpha_bar at integer steps t (any shape), float64; t = -1 means the clean data (alpha_bar = 1)."""
         return self._alpha_bar_from_clean[t.long().cpu() + 1]
+
+    def posterior(self, t: int, s: int) -> Posterior:
+        """q(x_s | x_t, x_0) for -1 <= s < t (DDPM eqs. 6-7 generalised to strides, see the module doc):
+
+        beta_{t|s}       = 1 - alpha_bar_t / alpha_bar_s
+        coef_x0          = sqrt(alpha_bar_s) beta_{t|s} / (1 - alpha_bar_t)
+        coef_xt          = sqrt(alpha_bar_t / alpha_bar_s) (1 - alpha_bar_s) / (1 - alpha_bar_t)
+        beta_tilde_{t|s} = beta_{t|s} (1 - alpha_bar_s) / (1 - alpha_bar_t)
+
+        in python floats from the float64 alpha_bar. s = t - 1 gives the per-step tensors at t (to rounding);
+        s = -1 gives a point mass at x_0 (coef_x0 = 1, coef_xt = 0, beta_tilde = 0)."""
+        if not -1 <= s < t < self.num_steps:
+            raise ValueError(f"need -1 <= s < t < {self.num_steps}, got t = {t}, s = {s}")
+        ab_t, ab_s = self.alpha_bar_of(t), self.alpha_bar_of(s)
+        beta_ts = 1 - ab_t / ab_s
+        return Posterior(
+            coef_x0=math.sqrt(ab_s) * beta_ts / (1 - ab_t),
+            coef_xt=math.sqrt(ab_t / ab_s) * (1 - ab_s) / (1 - ab_t),
+            var_beta_tilde=beta_ts * (1 - ab_s) / (1 - ab_t),
+            var_beta=beta_ts,
+        )
