@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ddpm.common.errors import UserError
-from ddpm.diffusion.sampler import PerSampleNoise, ddim_step, ddpm_step, sample, sample_seed, timestep_pairs
+from ddpm.common.seeding import sample_seed
+from ddpm.diffusion.sampler import PerSampleNoise, ddim_step, ddpm_step, sample, timestep_pairs
 from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 

@@ -136,6 +136,54 @@ def test_posterior_matches_gaussian_conditioning(name: str, T: int) -> None:
     assert var[0] == pytest.approx(0.0, abs=1e-15)
 
 
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_posterior_one_step_back_is_the_per_step_tensors(name: str, T: int) -> None:
+    """posterior(t, t-1) against the tensors of eq. 7; equal to rounding only, since beta_{t|t-1} = 1 - ab_t / ab_{t-1}
+    is beta_t recomputed through the cumulative product (a relative 4e-13 for the linear schedule's beta_0 = 1e-4)."""
+    sched = NoiseSchedule.create(name, T)
+    for t in range(T):
+        q = sched.posterior(t, t - 1)
+        assert q.coef_x0 == pytest.approx(sched.posterior_mean_coef_x0[t].item(), rel=1e-11, abs=1e-15), t
+        assert q.coef_xt == pytest.approx(sched.posterior_mean_coef_xt[t].item(), rel=1e-11, abs=1e-15), t
+        assert q.var_beta_tilde == pytest.approx(sched.posterior_variance[t].item(), rel=1e-11, abs=1e-15), t
+        assert q.var_beta == pytest.approx(sched.betas[t].item(), rel=1e-11, abs=1e-15), t
+
+
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("name", NAMES)
+def test_strided_posterior_matches_gaussian_conditioning(name: str, T: int) -> None:
+    """q(x_s | x_t, x_0) for strides s < t - 1 from Bayes' rule on the joint of (x_s, x_t) given x_0, in float64 from
+    the loop's alpha_bar:  x_s | x_0 ~ N(sqrt(ab_s) x_0, 1 - ab_s),  x_t | x_s ~ N(a x_s, b) with a = sqrt(ab_t / ab_s),
+    b = 1 - ab_t / ab_s  =>  E[x_s | x_t, x_0] = sqrt(ab_s) x_0 + C12 / C22 (x_t - a sqrt(ab_s) x_0),
+    Var = C11 - C12^2 / C22 with C11 = 1 - ab_s, C12 = a C11, C22 = a^2 C11 + b."""
+    sched = NoiseSchedule.create(name, T)
+    betas = _linear_betas_reference(T) if name == "linear" else _cosine_betas_reference(T)
+    abar = _cumprod_loop(betas)
+    for t in range(T):
+        for s in sorted({-1, t // 2, t - 2, t - 11} & set(range(-1, t - 1))):
+            ab_t, ab_s = abar[t], (abar[s] if s >= 0 else 1.0)
+            a, b = math.sqrt(ab_t / ab_s), 1.0 - ab_t / ab_s
+            c11 = 1.0 - ab_s
+            c12, c22 = a * c11, a * a * c11 + b
+            gain = c12 / c22
+            q = sched.posterior(t, s)
+            assert q.coef_xt == pytest.approx(gain, rel=1e-9, abs=1e-15), (t, s)
+            assert q.coef_x0 == pytest.approx(math.sqrt(ab_s) * (1.0 - gain * a), rel=1e-9, abs=1e-12), (t, s)
+            assert q.var_beta_tilde == pytest.approx(c11 - c12**2 / c22, rel=1e-9, abs=1e-15), (t, s)
+            assert q.var_beta == pytest.approx(b, rel=1e-9, abs=1e-15), (t, s)
+    for t in range(T):  # s = -1: a point mass at x_0, exactly
+        q = sched.posterior(t, -1)
+        assert (q.coef_x0, q.coef_xt, q.var_beta_tilde) == (1.0, 0.0, 0.0), t
+        assert q.var_beta == 1.0 - sched.alpha_bar[t].item(), t
+
+
+@pytest.mark.parametrize(("t", "s"), [(5, 5), (5, 7), (5, -2), (50, 3), (-1, -1)])
+def test_posterior_needs_s_before_t_within_the_schedule(t: int, s: int) -> None:
+    with pytest.raises(ValueError, match="need -1 <= s < t"):
+        NoiseSchedule.create("linear", 50).posterior(t, s)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_snr_closed_form(name: str) -> None:
     sched = NoiseSchedule.create(name, 100)
@@ -162,6 +210,43 @@ def test_alpha_bar_at(name: str) -> None:
     ab = sched.alpha_bar
     expected = torch.tensor([[1.0, ab[0].item()], [ab[7].item(), ab[49].item()]], dtype=torch.float64)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_alpha_bar_of_is_the_one_scalar_accessor(name: str) -> None:
+    sched = NoiseSchedule.create(name, 50)
+    assert sched.alpha_bar_of(-1) == 1.0 and type(sched.alpha_bar_of(-1)) is float  # the clean sample
+    for t in range(50):
+        got = sched.alpha_bar_of(t)
+        assert type(got) is float and got == sched.alpha_bar[t].item(), t  # the float64 value, exactly
+    for t in (-2, 50):
+        with pytest.raises(IndexError, match="outside -1..49"):
+            sched.alpha_bar_of(t)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derived_tensors_are_built_once_with_the_closed_forms_bit_for_bit(name: str) -> None:
+    """Each derived tensor is computed when the schedule is built (the same object on every access) and holds
+    exactly what the closed form gives from betas."""
+    sched = NoiseSchedule.create(name, 100)
+    betas = sched.betas
+    alphas = 1.0 - betas
+    ab = torch.cumprod(alphas, dim=0)
+    ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+    expected = {
+        "alphas": alphas,
+        "alpha_bar": ab,
+        "alpha_bar_prev": ab_prev,
+        "sqrt_alpha_bar": ab.sqrt(),
+        "sqrt_one_minus_alpha_bar": (1.0 - ab).sqrt(),
+        "snr": ab / (1.0 - ab),
+        "posterior_variance": betas * (1.0 - ab_prev) / (1.0 - ab),
+        "posterior_mean_coef_x0": betas * ab_prev.sqrt() / (1.0 - ab),
+        "posterior_mean_coef_xt": (1.0 - ab_prev) * alphas.sqrt() / (1.0 - ab),
+    }
+    for attr, value in expected.items():
+        assert getattr(sched, attr) is getattr(sched, attr), attr
+        assert torch.equal(getattr(sched, attr), value), attr
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,14 +17,12 @@ import math
 import torch
 
 from ddpm.common.errors import UserError
+from ddpm.common.seeding import data_order_seed
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:
-    """An independent generator per (seed, stream ids): a fixed polynomial mix of the integers."""
-    h = seed
-    for s in stream:
-        h = h * 1_000_003 + s
-    return torch.Generator().manual_seed(h % (2**63))
+    """The generator of one data-order stream (seed, stream ids); see ddpm.common.seeding.data_order_seed."""
+    return torch.Generator().manual_seed(data_order_seed(seed, *stream))
 
 
 class _EpochStream:
@@ -66,8 +64,7 @@ class BatchStream(_EpochStream):
         super().__init__(batch_size, seed, epoch, offset)
 
     def _order(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_items, generator=g)
+        return torch.randperm(self.num_items, generator=_generator(self.seed, epoch))
 
 
 class BalancedBatchStream(_EpochStream):

@@ -1,9 +1,10 @@
 """Reverse-process samplers. Each is a step rule x_t -> x_{t_prev} given explicit (t, t_prev) and the model's eps;
 no step rule calls the network. One loop (`sample`) drives any rule over a list of (t, t_prev) pairs.
 
-t_prev = -1 denotes the clean sample (alpha_bar_{-1} = 1). For a pair (t, s) with s < t, define
+t_prev = -1 denotes the clean sample (alpha_bar_{-1} = 1, `NoiseSchedule.alpha_bar_of`). For a pair (t, s) with
+s < t, define
     alpha_bar_t, alpha_bar_s,   beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s   (the noise added from s to t)
-which reduce to beta_t when s = t - 1.
+which reduce to beta_t when s = t - 1; the posterior q(x_s | x_t, x_0) is `NoiseSchedule.posterior(t, s)`.
 
 `dpm++2m` (DPM-Solver++(2M)) and `dpm++2m-sde` are multistep: their step also takes the previous step's x0_hat
 (`Denoised`), which the loop carries from one step to the next; the network is still called only by the loop.
@@ -15,24 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
+from ddpm.common.seeding import sample_seed
 from ddpm.diffusion.forward import EpsModel
 from ddpm.diffusion.guidance import guided_eps
 from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 
-
-
-def mixed_seed(*ints: int) -> int:
-    """An independent 63-bit seed per tuple of non-negative integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(ints)).generate_state(2, dtype=np.uint32).view(np.uint64)[0]) >> 1
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """Seed of image `index` in a run with seed `seed`."""
-    return mixed_seed(seed, index)
 
 
 class PerSampleNoise:
@@ -79,22 +70,21 @@ def ddpm_step(
     variance: str = "beta_tilde",
     clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat) (DDPM eqs. 6-7, generalised to strides).
+    """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat), the posterior of DDPM eqs. 6-7 generalised to strides
+    (`NoiseSchedule.posterior(t, t_prev)`):
 
     mean = sqrt(ab_s) beta_{t|s} / (1 - ab_t) x0_hat + sqrt(ab_t / ab_s) (1 - ab_s) / (1 - ab_t) x_t
     var  = beta_tilde = beta_{t|s} (1 - ab_s) / (1 - ab_t)   or   beta_{t|s}   (the two choices of DDPM sec. 3.2)
     No noise is added on the final step (t_prev = -1). Returns (x_{t_prev}, x0_hat)."""
-    ab_t = float(schedule.alpha_bar[t])
-    ab_s = float(schedule.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
-    beta_ts = 1 - ab_t / ab_s
-    x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
-    mean = (math.sqrt(ab_s) * beta_ts / (1 - ab_t)) * x0 + (math.sqrt(ab_t / ab_s) * (1 - ab_s) / (1 - ab_t)) * x_t
+    q = schedule.posterior(t, t_prev)
+    x0, _ = _x0_and_eps(x_t, eps, schedule.alpha_bar_of(t), clip)
+    mean = q.coef_x0 * x0 + q.coef_xt * x_t
     if t_prev < 0:
         return mean, x0
     if variance == "beta_tilde":
-        var = beta_ts * (1 - ab_s) / (1 - ab_t)
+        var = q.var_beta_tilde
     elif variance == "beta":
-        var = beta_ts
+        var = q.var_beta
     else:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     assert noise is not None, "an ancestral step needs noise"
@@ -114,8 +104,7 @@ def ddim_step(
     """DDIM step (Song et al. 2021, eq. 12):
     x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma z,
     sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s).  eta = 0: deterministic; eta = 1: DDPM-like."""
-    ab_t = float(schedule.alpha_bar[t])
-    ab_s = float(schedule.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+    ab_t, ab_s = schedule.alpha_bar_of(t), schedule.alpha_bar_of(t_prev)
     x0, eps = _x0_and_eps(x_t, eps, ab_t, clip)
     sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_s)
     x_s = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
@@ -135,7 +124,7 @@ class Denoised:
 
 def log_snr_half(schedule: NoiseSchedule, t: int) -> float:
     """lambda_t = log(alpha_t / sigma_t) = log(sqrt(ab_t) / sqrt(1 - ab_t)), half the log-SNR; from float64."""
-    ab = float(schedule.alpha_bar[t])
+    ab = schedule.alpha_bar_of(t)
     return 0.5 * (math.log(ab) - math.log1p(-ab))
 
 
@@ -166,11 +155,11 @@ def dpmpp_2m_step(
         x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) D
     s = -1 (the clean sample: sigma_s = 0, lambda_s = +inf) returns x0_hat, so the last step is always first order,
     as in diffusers with final_sigmas_type="zero". Returns (x_s, x0_hat); pass Denoised(t, x0_hat) to the next step."""
-    ab_t = float(schedule.alpha_bar[t])
+    ab_t = schedule.alpha_bar_of(t)
     x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
     if t_prev < 0:
         return x0, x0
-    ab_s = float(schedule.alpha_bar[t_prev])
+    ab_s = schedule.alpha_bar_of(t_prev)
     h = log_snr_half(schedule, t_prev) - log_snr_half(schedule, t)
     ratio = math.sqrt((1 - ab_s) / (1 - ab_t))  # sigma_s / sigma_t
     coef = -math.sqrt(ab_s) * math.expm1(-h)  # alpha_s (1 - e^{-h})
@@ -191,12 +180,12 @@ def dpmpp_2m_sde_step(
         x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D + sigma_s sqrt(1 - e^{-2h}) z
     Its first step (D = x0_hat) is the DDPM posterior step with variance beta_tilde. s = -1 returns x0_hat (no noise).
     Returns (x_s, x0_hat)."""
-    ab_t = float(schedule.alpha_bar[t])
+    ab_t = schedule.alpha_bar_of(t)
     x0, _ = _x0_and_eps(x_t, eps, ab_t, clip)
     if t_prev < 0:
         return x0, x0
     assert noise is not None, "a DPM-Solver++ SDE step needs noise"
-    ab_s = float(schedule.alpha_bar[t_prev])
+    ab_s = schedule.alpha_bar_of(t_prev)
     h = log_snr_half(schedule, t_prev) - log_snr_half(schedule, t)
     ratio = math.sqrt((1 - ab_s) / (1 - ab_t)) * math.exp(-h)  # (sigma_s / sigma_t) e^{-h}
     one_minus = -math.expm1(-2 * h)  # 1 - e^{-2h}

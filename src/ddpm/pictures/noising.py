@@ -58,7 +58,7 @@ def _noising_frame(panels: torch.Tensor, schedules: list[NoiseSchedule], t: int,
     below = CAPTION_H + grid.height
     for i, s in enumerate(schedules):
         x0, _, x1, _ = panel_box(i, h, w, pad)
-        ab = float(s.alpha_bar[t])
+        ab = s.alpha_bar_of(t)
         draw.text(((x0 + x1) / 2, CAPTION_H / 2), s.name, fill=grey, font=font, anchor="mm")
         draw.text(((x0 + x1) / 2, below + CAPTION_H / 2), f"alpha_bar {ab:.3f}", fill=grey, font=font, anchor="mm")
     text = f"t = {t}  (T = {schedules[0].num_steps})"

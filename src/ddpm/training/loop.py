@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddpm.common.seeding import mixed_seed
 from ddpm.config import RunConfig
 from ddpm.data.batches import describe, make_stream
 from ddpm.data.dataset import ImageData
 from ddpm.diffusion.forward import diffusion_loss, sample_timesteps
 from ddpm.diffusion.guidance import drop_condition
-from ddpm.diffusion.sampler import mixed_seed
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet, count_parameters
 from ddpm.runtime.device import configure_device, resolve_precision, to_device

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddpm.common.seeding import mixed_seed
 from ddpm.config import RunConfig
-from ddpm.diffusion.sampler import mixed_seed
 from ddpm.network.unet import UNet
 from ddpm.runtime.distributed import World, gather_objects
 from ddpm.training.snapshot import Snapshot, SnapshotError, flatten_optimizer, save_snapshot, unflatten_optimizer
