@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ddpm.network.unet import EXPLICIT_MAX_TOKENS, explicit_attention, softmax_attention
+from ddpm.network.attention import EXPLICIT_MAX_TOKENS, explicit_attention, softmax_attention
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -23,7 +23,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-import ddpm.network.unet as network
+import ddpm.network.attention as network
 from ddpm.demo import demo_config
 from ddpm.diffusion.forward import diffusion_loss
 from ddpm.network.unet import UNet

@@ -22,7 +22,8 @@ import torch
 
 from ddpm.api import load_run
 from ddpm.training.resume import train_run
-from ddpm.data.dataset import BUILTIN, load_dataset
+from ddpm.data.dataset import load_dataset
+from ddpm.data.builtin import BUILTIN
 from ddpm.common.pixels import to_model_range
 from ddpm.demo import demo_config
 from ddpm.diffusion.forward import diffusion_loss

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ddpm.config import ModelConfig
-from ddpm.network.unet import UNet, timestep_embedding
+from ddpm.network.unet import UNet
+from ddpm.network.layers import timestep_embedding
 
 
 def tiny(**kw) -> ModelConfig:
@@ -28,7 +29,7 @@ def test_output_shape_matches_input(size, channels, mults, attn):
 
 
 def test_attention_is_placed_at_requested_resolutions():
-    from ddpm.network.unet import Attention
+    from ddpm.network.attention import Attention
 
     with_attn = UNet(tiny(image_size=32, channel_mults=(1, 2), attention_resolutions=(16,)))
     without = UNet(tiny(image_size=32, channel_mults=(1, 2), attention_resolutions=()))
@@ -122,7 +123,7 @@ def assert_bf16_attention_matches_fused(attend, q, k, v, g) -> None:
 
 def record_softmax_attention(monkeypatch) -> list[int]:
     """The batch size of every softmax_attention call attend makes from now on (one call per chunk)."""
-    import ddpm.network.unet as network
+    import ddpm.network.attention as network
 
     calls: list[int] = []
     inner = network.softmax_attention
@@ -133,7 +134,7 @@ def record_softmax_attention(monkeypatch) -> list[int]:
 def test_cpu_training_attention_matches_the_fused_kernel(monkeypatch):
     """bf16 training on CPU takes the explicit softmax(q k^T / sqrt(d)) v path (faster backward), here in one piece;
     it must agree with torch's fused kernel in value and gradient to bf16 precision."""
-    from ddpm.network.unet import attend
+    from ddpm.network.attention import attend
 
     calls = record_softmax_attention(monkeypatch)
     torch.manual_seed(0)
@@ -146,7 +147,7 @@ def test_cpu_training_attention_in_batch_chunks_matches_the_fused_kernel(monkeyp
     """With more attention weights than CHUNK_ELEMENTS the explicit path runs the batch in chunks (2, 2, 1: the last
     one short; or one image each when even one image is over); on the model's non-contiguous (B, heads, N, d)
     views, values and gradients of every image must still match the fused kernel in fp32."""
-    import ddpm.network.unet as network
+    import ddpm.network.attention as network
 
     calls = record_softmax_attention(monkeypatch)
     monkeypatch.setattr(network, "CHUNK_ELEMENTS", chunk_elements)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
-from ddpm.data.dataset import BUILTIN
+from ddpm.data.builtin import BUILTIN
 from ddpm.common.pixels import to_uint8
 from ddpm.diffusion.sampling import Sampler, SamplingConfig
 
@@ -54,6 +54,7 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
     page linking them all; return the paths of what was written."""
     from ddpm.training.resume import train_run
+    from ddpm.data.builtin import example_image
     from ddpm.pictures.noising import noising_command
     from ddpm.pictures.pages import write_run_index
     from ddpm.runtime.progress import SamplingBar, chain
@@ -71,7 +72,7 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
     paths = {"samples grid": grid}
     paths.update(save_trajectory(traj, out / "trajectory.gif", PER_CLASS, run.class_names, scale=1))
-    paths.update(noising_command(None, ["linear", "cosine"], 1000, 64, 40, 0, out / "noising.gif"))
+    paths.update(noising_command(example_image(64), ["linear", "cosine"], 1000, 40, 0, out / "noising.gif"))
     paths["training curve"] = plot_training_curve(out / "metrics.jsonl", out / "training_curve.png")
     paths["index page"] = write_run_index(out)
     paths["run directory"] = out

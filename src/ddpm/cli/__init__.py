@@ -57,7 +57,7 @@ def int_list(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from ddpm.config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
-    from ddpm.data.dataset import BUILTIN
+    from ddpm.data.builtin import BUILTIN
     from ddpm.data.transforms import CROPS
     from ddpm.diffusion.schedule import SCHEDULES
     from ddpm.diffusion.forward import PREDICTIONS

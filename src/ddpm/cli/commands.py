@@ -118,12 +118,14 @@ def _short(text: str, width: int = 28) -> str:
 
 
 def cmd_noise(args: argparse.Namespace) -> None:
+    from ddpm.data.builtin import example_image
+    from ddpm.data.transforms import read_image
     from ddpm.pictures.noising import noising_command
 
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    image = read_image(args.image, args.image_size) if args.image else example_image(args.image_size)
     _parent(args.out)
-    paths = noising_command(args.image, schedules, args.timesteps, args.image_size, args.frames, args.seed, args.out)
-    for kind, path in paths.items():
+    for kind, path in noising_command(image, schedules, args.timesteps, args.frames, args.seed, args.out).items():
         print(f"{kind}: {path}")
 
 

@@ -19,10 +19,13 @@ translate by up to 1/9 of the side (scale is not jittered). Scaling to [-1, 1] i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from ddpm.common.errors import UserError
 
 CROPS = ("center", "random")
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
@@ -97,6 +100,17 @@ def load_image_file(path, size: int, channels: int) -> np.ndarray:
     """Decode one file to a (size, size, C) uint8 centre crop (used by `ddpm noise`)."""
     with Image.open(path) as im:
         return decode_image(im, DecodeSpec(size, channels)).copy()
+
+
+def read_image(path: Path, size: int, channels: int = 3) -> torch.Tensor:
+    """One image file as the model would see it, uint8 (channels, size, size); a missing or unreadable file is a
+    one-line UserError."""
+    if not Path(path).is_file():
+        raise UserError(f"image {path} does not exist")
+    try:
+        return torch.from_numpy(load_image_file(path, size, channels)).permute(2, 0, 1).contiguous()
+    except Exception as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

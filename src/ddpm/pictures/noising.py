@@ -8,10 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ddpm.data.dataset import BUILTIN, load_dataset
 from ddpm.common.errors import UserError
 from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule
-from ddpm.data.transforms import load_image_file
 from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.diffusion.forward import q_sample
 from ddpm.pictures.figure import figure
@@ -158,32 +156,13 @@ def save_noising(
     return {"gif": out_gif, "strip": strip, "alpha_bar": alpha_bar}
 
 
-
-DEFAULT_CLASS = "zebra"  # textured, so the loss of detail under noise is easy to see
-
-
-def default_image(size: int) -> torch.Tensor:
-    """The first test-split zebra of the built-in dataset, (1, size, size) uint8."""
-    data = load_dataset(BUILTIN, size, channels=1, split="test")
-    return data.images[int((data.labels == data.class_names.index(DEFAULT_CLASS)).nonzero()[0])]
-
-
-def noising_command(
-    image: Path | None, schedules: list[str], num_steps: int, size: int, frames: int, seed: int, out: Path
-) -> dict[str, Path]:
-    """Write the animation, strip and alpha_bar plot for `image` (or the default zebra); return their paths."""
+def noising_command(image: torch.Tensor, schedules: list[str], num_steps: int, frames: int, seed: int,
+                    out: Path) -> dict[str, Path]:
+    """`ddpm noise`: the animation, strip and alpha_bar plot of one uint8 image (C, H, W) under each named schedule;
+    returns their paths."""
     unknown = [s for s in schedules if s not in SCHEDULES]
     if unknown or not schedules:
         raise UserError(f"unknown schedule(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCHEDULES)}")
     if num_steps < 2:
         raise UserError("--timesteps must be at least 2")
-    if image is None:
-        x = default_image(size)
-    else:
-        if not image.is_file():
-            raise UserError(f"image {image} does not exist")
-        try:
-            x = torch.from_numpy(load_image_file(image, size, channels=3)).permute(2, 0, 1).contiguous()
-        except Exception as e:
-            raise UserError(f"cannot read image {image}: {e}") from None
-    return save_noising(x, [NoiseSchedule.create(s, num_steps) for s in schedules], out, num_frames=frames, seed=seed)
+    return save_noising(image, [NoiseSchedule.create(s, num_steps) for s in schedules], out, num_frames=frames, seed=seed)

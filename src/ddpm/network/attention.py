@@ -1,0 +1,68 @@
+"""Self-attention over feature-map positions, and the choice between the explicit and the fused kernel."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddpm.network.layers import group_norm, zero_init
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W positions, residual: x + proj(softmax(q k^T / sqrt(d)) v)."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"{channels} channels do not split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, heads, HW, d) each
+        out = attend(q, k, v)  # (B, heads, HW, d)
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+        return x + self.proj(out)
+
+
+EXPLICIT_MAX_TOKENS = 576  # 24x24: up to here explicit_attention trains faster than the fused CPU kernel
+
+
+CHUNK_ELEMENTS = 1 << 22  # attention-matrix elements (B_chunk * heads * N * M) per chunk: 8 MB in bf16
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (B, heads, N, d) queries and (B, heads, M, d) keys and values.
+
+    Training in bf16 on CPU with N <= EXPLICIT_MAX_TOKENS: explicit_attention, whose forward + backward was 1.2-7x
+    faster there than torch's fused CPU kernel over two runs of bench/attention.py; autograd keeps its bf16 weights
+    (2 bytes per element) where the fused kernel keeps only a log-sum-exp per row. Otherwise (sampling, fp32, more
+    tokens, CUDA) the fused kernel."""
+    explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= EXPLICIT_MAX_TOKENS
+                and torch.is_grad_enabled() and q.requires_grad)
+    if not explicit:
+        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # contiguous: CPU kernel
+    return explicit_attention(q, k, v)
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax_attention over chunks of the batch, each chunk's (B_chunk, heads, N, M) weights at most
+    CHUNK_ELEMENTS (or one image, if that alone has more), so that the softmax and its backward work on a few MB
+    at a time; images are independent, so the result is the unchunked one."""
+    b, heads, n, _ = q.shape
+    chunk = max(1, CHUNK_ELEMENTS // (heads * n * k.shape[-2]))
+    if chunk >= b:
+        return softmax_attention(q, k, v)
+    return torch.cat([softmax_attention(q[i:i + chunk], k[i:i + chunk], v[i:i + chunk]) for i in range(0, b, chunk)])
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The textbook form: weights (B, heads, N, M) = softmax(q k^T / sqrt(d)); out (B, heads, N, d) = weights v."""
+    weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    return weights.to(v.dtype) @ v
+
