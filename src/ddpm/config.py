@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ddpm.common.files import write_text_atomic
+
 FORMAT_VERSION = 1
 CONDITIONINGS = ("class", "text", "none")
 
@@ -120,7 +122,8 @@ class RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        """Write config.json atomically (common.files): a crash never leaves a partial file."""
+        write_text_atomic(Path(path), self.to_json() + "\n")
 
 
 T = TypeVar("T")

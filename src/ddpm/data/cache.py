@@ -6,8 +6,8 @@ Where: $DDPM_CACHE_DIR, else ~/.cache/ddpm (or an explicit `cache_dir`), then
 The content key hashes the cache format, the decode spec (size, channels, crop, background), the minimum size,
 the class names and every file's (relative path, class, byte size, mtime): any added, removed, replaced or
 touched file gives a new key and a rebuild; the superseded entry of the same folder and spec is deleted.
-The .npy is complete before its .json is written (both via rename from per-process temporary files), so an
-interrupted build is never used and processes building the same entry at once (ranks) do not collide.
+The .npy is complete before its .json is written (both atomically via common.files, from per-process temporary
+files), so an interrupted build is never used and processes building the same entry at once (ranks) do not collide.
 Only one batch is ever copied into RAM (`MappedImages.__getitem__`); the dataset itself stays on disk.
 """
 
@@ -27,6 +27,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ddpm.common.errors import UserError
+from ddpm.common.files import atomic_path, write_text_atomic
 from ddpm.data.folder import FolderIndex
 from ddpm.data.transforms import DecodeSpec, decode_image
 
@@ -132,10 +133,19 @@ def open_cache(index: FolderIndex, spec: DecodeSpec, min_size: int, cache_dir: P
 
 def _build(index: FolderIndex, spec: DecodeSpec, min_size: int, npy: Path, meta: Path, progress: bool,
            workers: int | None) -> None:
+    with atomic_path(npy) as tmp:  # per process: ranks building at once never share a file
+        kept, skipped, sizes, modes = _decode_into(tmp, index, spec, min_size, progress, workers)
+    record = {"format": CACHE_FORMAT, "spec": asdict(spec), "kept": kept, "skipped": skipped, "sizes": sizes,
+              "modes": modes}
+    write_text_atomic(meta, json.dumps(record))
+
+
+def _decode_into(tmp: Path, index: FolderIndex, spec: DecodeSpec, min_size: int, progress: bool,
+                 workers: int | None) -> tuple[list[int], list[tuple[str, str]], list[tuple[int, int]], list[str]]:
+    """Decode every file of `index` into a new .npy memmap at `tmp`; returns (kept, skipped, sizes, modes)."""
     from tqdm.auto import tqdm
 
     p, n = spec.stored_size, len(index.files)
-    tmp = npy.with_suffix(f".{os.getpid()}.npy.tmp")  # per process: ranks building at once never share a file
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), spec.channels, p, p))
     kept, skipped, sizes, modes = [], [], [], []
     jobs = [(f.path, spec, min_size) for f in index.files]
@@ -157,9 +167,4 @@ def _build(index: FolderIndex, spec: DecodeSpec, min_size: int, npy: Path, meta:
             pool.shutdown(cancel_futures=True)
     out.flush()
     del out
-    os.replace(tmp, npy)
-    record = {"format": CACHE_FORMAT, "spec": asdict(spec), "kept": kept, "skipped": skipped, "sizes": sizes,
-              "modes": modes}
-    tmp_meta = meta.with_suffix(f".{os.getpid()}.json.tmp")
-    tmp_meta.write_text(json.dumps(record))
-    os.replace(tmp_meta, meta)
+    return kept, skipped, sizes, modes

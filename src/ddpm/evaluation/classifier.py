@@ -18,13 +18,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ddpm.data.dataset import ImageData, load_dataset
 from ddpm.common.pixels import to_model_range
 from ddpm.common.errors import UserError
+from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
 
 
 @dataclass
@@ -138,12 +137,10 @@ def train_classifier(train: ImageData, test: ImageData, source: str, epochs: int
 
 
 def save_classifier(model: DomainClassifier, path: str | Path) -> Path:
+    """Write the classifier atomically (common.files) as one safetensors file; returns its path."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"ddpm_classifier": json.dumps(asdict(model.config))})
-    tmp.replace(path)
+    write_safetensors(path, model.state_dict(), metadata={"ddpm_classifier": json.dumps(asdict(model.config))})
     return path
 
 
@@ -154,13 +151,10 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dom
     if not path.is_file():
         raise UserError(f"classifier {path} does not exist; {hint}")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = (f.metadata() or {}).get("ddpm_classifier")
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path} is not a safetensors file ({e}); {hint}") from None
+        state, metadata = read_safetensors(path)
+    except UnreadableFile as e:
+        raise UserError(f"{path} is not a safetensors file ({e.reason}); {hint}") from None
+    meta = metadata.get("ddpm_classifier")
     if meta is None:
         raise UserError(f"{path} is not a ddpm classifier; {hint}")
     model = DomainClassifier(ClassifierConfig(**json.loads(meta)))

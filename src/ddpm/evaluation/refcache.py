@@ -8,15 +8,14 @@ with the source, split and extractor in the metadata. Default cache: $DDPM_CACHE
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from ddpm.data.cache import default_cache_dir
 from ddpm.common.errors import UserError
+from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
 
 
 def images_digest(images: torch.Tensor, chunk: int = 4096) -> str:
@@ -36,18 +35,16 @@ def cached_features(extractor: str, images: torch.Tensor, compute: Callable[[], 
     path = folder / f"{key}.safetensors"
     if path.is_file():
         try:
-            feats = load_file(str(path))["features"]
+            feats = read_safetensors(path)[0]["features"]
             if len(feats) == len(images):
                 return feats, True
-        except (OSError, KeyError, RuntimeError):
+        except (UnreadableFile, KeyError):
             pass  # damaged: recompute and overwrite
     feats = compute().float().contiguous()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.tmp"
-        save_file({"features": feats}, str(tmp), metadata={"extractor": extractor, "count": str(len(images)),
-                                                             "shape": str(tuple(images.shape)), **(meta or {})})
-        tmp.replace(path)  # atomic: concurrent ranks never see half a file
+        write_safetensors(path, {"features": feats}, metadata={"extractor": extractor, "count": str(len(images)),
+                                                               "shape": str(tuple(images.shape)), **(meta or {})})
     except OSError as e:
         raise UserError(f"cannot write the evaluation cache in {folder} ({e.strerror}); set --cache-dir or DDPM_CACHE_DIR") from None
     return feats, False

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
 from ddpm.text.captions import class_captions
 from ddpm.data.dataset import ImageData
 from ddpm.data.cache import default_cache_dir
@@ -51,23 +51,19 @@ def image_captions(data: ImageData) -> list[list[str]]:
 
 def embed_texts(texts: list[str], cache_dir: Path | None = None) -> torch.Tensor:
     """(len(texts), 384) embeddings, read from the disk cache when this exact list was embedded before."""
-    from safetensors.torch import load_file, save_file
-
     from ddpm.text.encoder import ENCODER_ID, load_encoder
 
     key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:32]
     path = (cache_dir or default_cache_dir()) / "text" / f"{ENCODER_ID}-{key}.safetensors"
     if path.is_file():
         try:
-            return load_file(str(path))["embeddings"]
-        except Exception:  # a damaged cache file is rebuilt
+            return read_safetensors(path)[0]["embeddings"]
+        except (UnreadableFile, KeyError):  # a damaged cache file is rebuilt
             pass
     emb = load_encoder().encode(texts)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"embeddings": emb.contiguous()}, str(tmp), metadata={"encoder": ENCODER_ID, "count": str(len(texts))})
-        os.replace(tmp, path)
+        write_safetensors(path, {"embeddings": emb}, metadata={"encoder": ENCODER_ID, "count": str(len(texts))})
     except OSError:
         pass  # an unwritable cache only costs the encoding next time
     return emb

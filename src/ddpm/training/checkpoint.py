@@ -8,29 +8,22 @@ A run directory holds
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
+from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 def save_checkpoint(path: Path, config: RunConfig, model: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"config": config.to_json(), "step": str(step), "format": "ddpm"})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write atomically (common.files): after a crash `path` holds the previous checkpoint or this one, whole."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    write_safetensors(path, tensors, metadata={"config": config.to_json(), "step": str(step), "format": "ddpm"})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -47,11 +40,9 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor
     """Return (config, model weights, EMA weights, step) without executing anything from the file."""
     p = resolve_checkpoint(path)
     try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{p} is not a readable ddpm checkpoint ({e}); retrain or point to another run") from None
+        tensors, meta = read_safetensors(p)
+    except UnreadableFile as e:
+        raise UserError(f"{p} is not a readable ddpm checkpoint ({e.reason}); retrain or point to another run") from None
     if meta.get("format") != "ddpm" or "config" not in meta:
         raise UserError(f"{p} is a safetensors file but not a ddpm checkpoint; point to a run made by `ddpm train`")
     try:

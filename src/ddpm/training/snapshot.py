@@ -11,16 +11,16 @@ A snapshot is a safetensors file (nothing is unpickled on load, so a file cannot
             tensor's name, dtype, shape and bytes, in name order), state (JSON: samples seen, world size, data
             stream position (epoch, offset), optimiser param groups, python and numpy RNG states per rank, ...)
 
-Writing: a temporary file in the same folder, fsync, rename over the final name, fsync of the folder, so a
-crash leaves either the old set of snapshots or the new one. Reading: a file that is truncated, corrupt, a pickle,
-or from a newer format gives a one-line `SnapshotError`; `find_latest` reports it and falls back to the previous.
+Writing: common.files.write_safetensors (a temporary file in the same folder, fsync, rename over the final name,
+fsync of the folder), so a crash leaves either the old set of snapshots or the new one. Reading: a file that is
+truncated, corrupt, a pickle, or from a newer format gives a one-line `SnapshotError`; `find_latest` reports it and
+falls back to the previous.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
+from ddpm.common.files import PickleRefused, UnreadableFile, read_safetensors, remove_stale_temps, write_safetensors
 
 SNAPSHOT_DIR = "snapshots"
 FORMAT = "ddpm-snapshot"
@@ -93,22 +92,15 @@ def save_snapshot(run_dir: Path, snap: Snapshot, keep: int) -> Path:
     folder = snapshot_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = snapshot_path(run_dir, snap.step)
-    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
     tensors = {k: v.detach().cpu().contiguous() for k, v in snap.tensors.items()}
     metadata = {
         "format": FORMAT, "format_version": str(FORMAT_VERSION), "config": snap.config.to_json(),
         "step": str(snap.step), "state": json.dumps(snap.state), "payload_sha256": payload_sha256(tensors),
     }
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(folder)
+    write_safetensors(final, tensors, metadata)
     for _, old in list_snapshots(run_dir)[max(1, keep):]:
         old.unlink(missing_ok=True)
-    for stale in folder.glob(".snapshot-*.tmp"):  # left by a writer killed mid-write (never our live file)
-        if stale != tmp:
-            stale.unlink(missing_ok=True)
+    remove_stale_temps(folder, "snapshot-*.safetensors")  # left by a writer killed mid-write
     return final
 
 
@@ -116,24 +108,14 @@ def load_snapshot(path: Path, verify: bool = True) -> Snapshot:
     """Read and check one snapshot; any problem is a one-line SnapshotError. Nothing is unpickled."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError as e:
-        raise SnapshotError(f"cannot read snapshot {path}: {e.strerror}") from None
-    # safetensors: an 8-byte little-endian header length, then the JSON header's "{". Only a file that is not that
-    # is judged by its first bytes (pickle protocol 2+ starts 0x80; torch.save's zip starts PK): a header length
-    # whose low byte is 0x80 is a valid snapshot, not a pickle.
-    looks_like_safetensors = head[8:9] == b"{"
-    if not looks_like_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
+        tensors, meta = read_safetensors(path)
+    except PickleRefused:
         raise SnapshotError(f"{path} is a pickle / torch.save file, not a ddpm snapshot; refused: ddpm never unpickles "
-                            "files (unpickling can run code)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SnapshotError(f"snapshot {path} is truncated or corrupt ({reason})") from None
+                            "files (unpickling can run code)") from None
+    except UnreadableFile as e:
+        if e.io_error:
+            raise SnapshotError(f"cannot read snapshot {path}: {e.reason}") from None
+        raise SnapshotError(f"snapshot {path} is truncated or corrupt ({e.reason})") from None
     if meta.get("format") != FORMAT:
         raise SnapshotError(f"{path} is a safetensors file but not a ddpm snapshot")
     version = int(meta.get("format_version", "0"))
@@ -208,15 +190,3 @@ def unflatten_optimizer(snap: Snapshot) -> dict[str, Any]:
               for g in snap.state["optimizer"]["param_groups"]]
     return {"state": state, "param_groups": groups}
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
