@@ -32,8 +32,14 @@ from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
 from ddpm.text.captions import class_captions
-from ddpm.text.prompts import (PromptRow, Vocabulary, class_prompt_embeddings, resolve_class, resolve_negative,
-                               resolve_prompts)
+from ddpm.text.prompts import (
+    PromptRow,
+    Vocabulary,
+    class_prompt_embeddings,
+    resolve_class,
+    resolve_negative,
+    resolve_prompts,
+)
 from ddpm.training.checkpoint import load_checkpoint
 
 ClassSpec = str | int

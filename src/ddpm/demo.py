@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ddpm.common.pixels import to_uint8
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.data.builtin import BUILTIN
-from ddpm.common.pixels import to_uint8
 from ddpm.diffusion.sampling import Sampler, SamplingConfig
 
 DEMO_MODEL = ModelConfig(
@@ -53,14 +53,14 @@ def free_run_dir(out: Path) -> Path:
 def run_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
     """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
     page linking them all; return the paths of what was written."""
-    from ddpm.training.resume import train_run
     from ddpm.data.builtin import example_image
+    from ddpm.pictures.grid import make_grid
     from ddpm.pictures.noising import noising_command
     from ddpm.pictures.pages import write_run_index
-    from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.pictures.trajectory import Trajectory, save_trajectory
-    from ddpm.pictures.grid import make_grid
+    from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.training.metrics import plot_training_curve
+    from ddpm.training.resume import train_run
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)

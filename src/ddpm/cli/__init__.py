@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ddpm.config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
     from ddpm.data.builtin import BUILTIN
     from ddpm.data.transforms import CROPS
-    from ddpm.diffusion.schedule import SCHEDULES
     from ddpm.diffusion.forward import PREDICTIONS
+    from ddpm.diffusion.schedule import SCHEDULES
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)

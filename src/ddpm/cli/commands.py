@@ -37,8 +37,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ddpm.training.resume import train_run
     from ddpm.runtime.distributed import env_rank
+    from ddpm.training.resume import train_run
 
     config = config_from_args(args)
     with _one_line_warnings():

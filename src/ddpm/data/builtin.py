@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from ddpm.common.errors import UserError
 
-
 BUILTIN = "builtin:animal-shapes"
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from ddpm.common.errors import UserError
+from ddpm.common.pixels import to_model_range
 from ddpm.config import DataConfig
 from ddpm.data.builtin import ANIMAL_SHAPE_CLASSES, BUILTIN, fit_builtin, load_animal_shapes
 from ddpm.data.cache import MappedImages, open_cache
-from ddpm.common.errors import UserError
 from ddpm.data.folder import scan_folder
 from ddpm.data.transforms import CROPS, DecodeSpec, parse_background, random_crop, random_hflip
-from ddpm.common.pixels import to_model_range
 
 
 class DataWarning(UserWarning):

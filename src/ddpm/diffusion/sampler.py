@@ -25,7 +25,6 @@ from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 
 
-
 class PerSampleNoise:
     """One generator per image, so image i's noise depends on (seed, i) only, never on the batch it sits in."""
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm.data.dataset import ImageData, load_dataset
-from ddpm.common.pixels import to_model_range
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
+from ddpm.common.pixels import to_model_range
+from ddpm.data.dataset import ImageData, load_dataset
 
 
 @dataclass

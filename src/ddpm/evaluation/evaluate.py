@@ -19,16 +19,16 @@ from typing import Any, Callable
 import torch
 
 from ddpm.api import TrainedModel, load_run
-from ddpm.data.dataset import ImageData, load_dataset
-from ddpm.common.pixels import to_uint8
-from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
 from ddpm.common.errors import UserError
+from ddpm.common.pixels import to_uint8
+from ddpm.data.dataset import ImageData, load_dataset
 from ddpm.diffusion.sampling import EVAL_SAMPLING, SamplingConfig
-from ddpm.runtime.progress import SamplingBar, bar
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
 from ddpm.evaluation.refcache import cached_features
+from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
+from ddpm.runtime.progress import SamplingBar, bar
 
 UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
 

@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from ddpm.data.cache import default_cache_dir
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
+from ddpm.data.cache import default_cache_dir
 
 
 def images_digest(images: torch.Tensor, chunk: int = 4096) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ddpm.common.files import write_text_atomic
 from ddpm.pictures.grid import make_grid
 from ddpm.pictures.pages import esc, eval_numbers, figure, page, table
 
@@ -89,7 +90,7 @@ def write_report(result: dict[str, Any], images: torch.Tensor, out_dir: Path, pe
     class_grids = class_grid_files(result, images, out_dir)
     paths = {"json": out_dir / "eval.json", "report": out_dir / "report.md", "html report": out_dir / "report.html",
              "grid": grid, "class grids": out_dir / "classes"}
-    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
-    paths["report"].write_text(markdown(result, grid.name, class_grids))
-    paths["html report"].write_text(html(result, grid.name, class_grids))
+    write_text_atomic(paths["json"], json.dumps(result, indent=2, allow_nan=True) + "\n")
+    write_text_atomic(paths["report"], markdown(result, grid.name, class_grids))
+    write_text_atomic(paths["html report"], html(result, grid.name, class_grids))
     return paths

@@ -13,7 +13,6 @@ import math
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-
 TEXT_GREY = 190
 CAPTION_H = 16  # height of one band of text above or below a row of panels, px
 LABEL_GAP = 4  # space left and right of a row label, px

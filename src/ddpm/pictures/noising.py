@@ -9,11 +9,21 @@ import torch
 from PIL import Image, ImageDraw
 
 from ddpm.common.errors import UserError
-from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule
 from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.diffusion.forward import q_sample
+from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule
 from ddpm.pictures.figure import figure
-from ddpm.pictures.grid import CAPTION_H, PANEL_PX, check_images, label_font, label_margin, make_grid, panel_box, panel_scale, text_grey
+from ddpm.pictures.grid import (
+    CAPTION_H,
+    PANEL_PX,
+    check_images,
+    label_font,
+    label_margin,
+    make_grid,
+    panel_box,
+    panel_scale,
+    text_grey,
+)
 
 STRIP_PX = 64  # target size of one cell of the noising strip, px
 

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from ddpm.common.files import write_text_atomic
+
 STYLE = """body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 0 auto; padding: 0 1rem 2rem; color: #222; }
 img { image-rendering: pixelated; max-width: 100%; } .muted { color: #666; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }
@@ -124,5 +126,5 @@ def run_index(run_dir: Path) -> str:
 def write_run_index(run_dir: Path) -> Path:
     """Write run_dir/index.html (run_index) and return its path."""
     out = Path(run_dir) / "index.html"
-    out.write_text(run_index(Path(run_dir)))
+    write_text_atomic(out, run_index(Path(run_dir)))
     return out

@@ -14,8 +14,8 @@ import torch
 
 from ddpm.api import TrainedModel
 from ddpm.common.pixels import to_uint8
-from ddpm.pictures.pngmeta import png_bytes
 from ddpm.pictures.grid import make_grid, panel_scale, upscale
+from ddpm.pictures.pngmeta import png_bytes
 from ddpm.serve.prompt import Conditioning
 from ddpm.serve.request import GenerateRequest
 

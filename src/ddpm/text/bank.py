@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
-from ddpm.text.captions import class_captions
-from ddpm.data.dataset import ImageData
 from ddpm.data.cache import default_cache_dir
+from ddpm.data.dataset import ImageData
+from ddpm.text.captions import class_captions
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ddpm.text.captions import article, class_captions
 from ddpm.common.errors import UserError
+from ddpm.text.captions import article, class_captions
 
 FAR_THRESHOLD = 0.5
 MAX_PROMPT_CHARS = 10_000  # longer prompts are refused: the encoder reads at most 256 tokens (~1,000 characters)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
+from ddpm.config import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 

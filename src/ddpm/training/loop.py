@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddpm.common.files import write_text_atomic
 from ddpm.common.seeding import mixed_seed
 from ddpm.config import RunConfig
 from ddpm.data.batches import describe, make_stream
@@ -107,7 +108,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
         if text is not None:
-            (out_dir / "captions.json").write_text(json.dumps(text.texts, ensure_ascii=False, indent=0) + "\n")
+            write_text_atomic(out_dir / "captions.json", json.dumps(text.texts, ensure_ascii=False, indent=0) + "\n")
     configure_device(device)
     torch.manual_seed(tc.seed)  # weight initialisation, the same on every rank
     schedule = NoiseSchedule.create(dc.schedule, dc.num_steps)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ddpm.common.files import write_text_atomic
 from ddpm.diffusion.forward import as_eps_model
 from ddpm.diffusion.sampler import PerSampleNoise, sample
 from ddpm.diffusion.sampling import PREVIEW_SAMPLING, SamplingConfig
@@ -41,8 +42,8 @@ class MetricsLog:
             path = out_dir / "metrics.jsonl"
             kept = [line for line in (path.read_text().splitlines() if start_step and path.exists() else [])
                     if line.strip() and json.loads(line)["step"] <= start_step]
-            self.file = open(path, "w")
-            self.file.writelines(line + "\n" for line in kept)
+            write_text_atomic(path, "".join(line + "\n" for line in kept))  # the records before the snapshot
+            self.file = open(path, "a", encoding="utf-8")
             self.writer = _summary_writer(out_dir, purge_step=start_step + 1 if start_step else None)
 
     def add(self, loss: torch.Tensor, per_sample: torch.Tensor, t: torch.Tensor, num_steps: int) -> None:

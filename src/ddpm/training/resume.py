@@ -20,8 +20,14 @@ from ddpm.runtime.distributed import World, broadcast_object, init, shutdown
 from ddpm.text.bank import build_caption_bank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.loop import train
-from ddpm.training.snapshot import (Snapshot, SnapshotWarning, check_compatible, find_latest, list_snapshots,
-                                    load_snapshot)
+from ddpm.training.snapshot import (
+    Snapshot,
+    SnapshotWarning,
+    check_compatible,
+    find_latest,
+    list_snapshots,
+    load_snapshot,
+)
 
 
 def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True,

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
 from ddpm.common.files import PickleRefused, UnreadableFile, read_safetensors, remove_stale_temps, write_safetensors
+from ddpm.config import RunConfig
 
 SNAPSHOT_DIR = "snapshots"
 FORMAT = "ddpm-snapshot"
