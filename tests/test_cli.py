@@ -6,7 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.cli import main
 
 from helpers import tiny_config

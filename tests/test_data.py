@@ -7,7 +7,9 @@ import torch
 from PIL import Image
 
 from ddpm.data.batches import BatchStream
-from ddpm.data.dataset import _NumpyOnlyUnpickler, load_dataset, random_hflip
+from ddpm.data.dataset import load_dataset
+from ddpm.data.builtin import _NumpyOnlyUnpickler
+from ddpm.data.transforms import random_hflip
 from ddpm.data.builtin import ANIMAL_SHAPE_CLASSES, fit_builtin, load_animal_shapes
 from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.common.errors import UserError

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.cli import main
 from ddpm.data.dataset import load_dataset
 from ddpm.evaluation.classifier import holdout, load_classifier, save_classifier, train_classifier

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.cli import main
 from ddpm.pictures.pages import run_index, write_run_index
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddpm.api import TrainedModel, load_run
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.diffusion.forward import (EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample,
                             v_target)
 from ddpm.diffusion.guidance import guided_eps

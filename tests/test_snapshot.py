@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
 from ddpm.training.snapshot import (Snapshot, SnapshotError, SnapshotWarning, find_latest, list_snapshots, load_snapshot,

@@ -256,7 +256,7 @@ def colour_dataset(root):
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    from ddpm.training.resume import train_run
+    from ddpm.launch import train_run
 
     tmp = tmp_path_factory.mktemp("text")
     data = colour_dataset(tmp / "squares")
@@ -280,7 +280,7 @@ def test_text_run_samples_follow_their_captions(text_run):
     from ddpm.api import load_run
 
     run = load_run(text_run[0])
-    assert run.cond == "text" and json.loads((text_run[0] / "captions.json").read_text()) == [
+    assert run.conditioning == "text" and json.loads((text_run[0] / "captions.json").read_text()) == [
         "a red square", "something red", "a blue square", "something blue"]
     out = run.sample_prompts(["a red square", "a blue square", "red", "blue"], n=8, sampler="ddim", steps=20,
                              guidance=5.0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpm.api import load_run
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.common.errors import UserError
 from ddpm.training.optim import ema_decay_at, ema_update, lr_factor
 

@@ -9,7 +9,7 @@
 
 Sampling options come as one `SamplingConfig` (diffusion/sampling.py) or as its field names as keywords
 (`sampler=`, `steps=`, `guidance=`, `eta=`, `variance=`, `seed=`, `batch_size=`), which change that config.
-Training lives in training/resume.py (`ddpm.train_run`).
+Training a run is launch.py (`ddpm.train_run`).
 """
 
 from __future__ import annotations

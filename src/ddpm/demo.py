@@ -60,7 +60,7 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     from ddpm.pictures.trajectory import Trajectory, save_trajectory
     from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.training.metrics import plot_training_curve
-    from ddpm.training.resume import train_run
+    from ddpm.launch import train_run
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)

@@ -38,7 +38,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ddpm.runtime.distributed import env_rank
-    from ddpm.training.resume import train_run
+    from ddpm.launch import train_run
 
     config = config_from_args(args)
     with _one_line_warnings():
