@@ -1,11 +1,12 @@
 """Self-attention forward + backward under bf16 autocast on this CPU: torch's fused kernel against our explicit
-softmax(q k^T / sqrt(d)) v in batch chunks (ddpm.network.unet.explicit_attention) and the same explicit form unchunked.
+softmax(q k^T / sqrt(d)) v in batch chunks (ddpm.network.attention.explicit_attention) and the same explicit form
+unchunked.
 
-Why: the trainer's attend() takes the chunked path up to network.EXPLICIT_MAX_TOKENS tokens and the fused kernel
-beyond; the chunks hold at most network.CHUNK_ELEMENTS weights. This is the measurement behind both numbers: the
-chunked path is timed directly at every size, also past the cut-off. Each shape is (batch, heads, tokens, head
-dim): the attention levels of the demo model (7x7), of the bench models at 32 and 64 px (8x8, 16x16) and of the
-README's 64 px model, then larger maps up to 32x32 where the fused kernel should win.
+Why: the trainer's attend() takes the chunked path up to network.attention.EXPLICIT_MAX_TOKENS tokens and the fused
+kernel beyond; the chunks hold at most network.attention.CHUNK_ELEMENTS weights. This is the measurement behind both
+numbers: the chunked path is timed directly at every size, also past the cut-off. Each shape is (batch, heads,
+tokens, head dim): the attention levels of the demo model (7x7), of the bench models at 32 and 64 px (8x8, 16x16)
+and of the README's 64 px model, then larger maps up to 32x32 where the fused kernel should win.
 
     .venv/bin/python bench/attention.py                 # ~2 min on 2 cores
     .venv/bin/python bench/attention.py --threads 1 --rounds 9

@@ -3,7 +3,7 @@
     .venv/bin/python bench/levers.py                    # demo model (28x28x1), batch 64, 7 rounds
     .venv/bin/python bench/levers.py --size 32 --threads 1
 
-Variants (each changes one thing from "trainer", the step as training.py runs it, EMA included):
+Variants (each changes one thing from "trainer", the step as training/loop.py runs it, EMA included):
     fused-attn      torch's fused scaled_dot_product_attention also when training bf16 (before: explicit matmuls)
     foreach-adamw   AdamW(foreach=True) instead of fused=True; clip_grad_norm_ without foreach
     channels_last   model and batch in channels_last

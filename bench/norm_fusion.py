@@ -28,8 +28,9 @@ SHAPES = [(32, 32, 32, 32), (32, 64, 16, 16), (32, 64, 8, 8), (32, 96, 32, 32), 
 
 
 def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """SiLU(GroupNorm(x)) with network.group_norm's gcd(32, C) groups: what each ResBlock applies before its first
-    convolution and the output head before the last (before the second convolution a scale-shift sits between)."""
+    """SiLU(GroupNorm(x)) with network/layers.py's group_norm and its gcd(32, C) groups: what each ResBlock applies
+    before its first convolution and the output head before the last (before the second convolution a scale-shift
+    sits between)."""
     return F.silu(F.group_norm(x, math.gcd(32, x.shape[1]), weight, bias))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ddpm.api import load_run
-from ddpm.training.resume import train_run
+from ddpm.launch import train_run
 from ddpm.data.dataset import load_dataset
 from ddpm.data.builtin import BUILTIN
 from ddpm.common.pixels import to_model_range

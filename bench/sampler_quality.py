@@ -35,7 +35,7 @@ from ddpm.evaluation.classifier import load_classifier
 from ddpm.evaluation.evaluate import EvalSettings, load_reference
 from ddpm.evaluation.features import InceptionFeatures, extract
 from ddpm.evaluation.refcache import cached_features
-from ddpm.diffusion.sampling import SAMPLERS
+from ddpm.diffusion.sampling import SAMPLERS, SamplingConfig
 
 DEFAULT_CONFIGS = "dpm++2m:10,dpm++2m:20,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:50,ddpm:1000"
 BASELINE = ("ddpm", 1000)
@@ -122,8 +122,9 @@ def main() -> None:
         if sampler == "real":
             images = real_images(run, args.per_class, args.cache_dir)
         else:
-            images = to_uint8(run.sample(None, args.per_class, sampler=sampler, steps=steps, guidance=args.guidance,
-                                         seed=args.seed, batch_size=args.batch_size))
+            sampling = SamplingConfig(sampler=sampler, steps=steps, guidance=args.guidance, seed=args.seed,
+                                      batch_size=args.batch_size)
+            images = to_uint8(run.sample(None, args.per_class, sampling))
         row = {"sampler": sampler, "steps": steps, "nfe": calls[0] / math.ceil(n / args.batch_size),
                "sample_s": time.perf_counter() - t0}
         if inception is not None:

@@ -2,7 +2,7 @@
 machine's own 3x3-convolution throughput, with peak memory per image.
 
 What is measured
-    One training step as our trainer runs it (src/ddpm/training.py): ``diffusion_loss`` (q_sample, forward,
+    One training step as our trainer runs it (src/ddpm/training/loop.py): ``diffusion_loss`` (q_sample, forward,
     eps-MSE) under ``torch.autocast(bf16)`` when ``resolve_precision("auto", device)`` picks bf16, then
     ``zero_grad``, backward, ``clip_grad_norm_(foreach=True)`` and ``make_optimizer``'s AdamW step. Left out, for every
     contender alike: data loading, EMA update, logging. The peer is diffusers' ``UNet2DModel`` (class-conditional
@@ -158,7 +158,7 @@ def make_model_run(name: str, size: int, channels: int, device: torch.device, ba
     grad_clip = RunConfig().train.grad_clip
 
     def step() -> None:
-        """The body of training.py's loop, minus data, EMA and logging."""
+        """The body of the trainer's loop (training/loop.py), minus data, EMA and logging."""
         x0, cond, t, noise = batch
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss, _ = diffusion_loss(net, schedule, x0, cond, t, noise)
