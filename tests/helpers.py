@@ -23,8 +23,8 @@ def untrained_run(out, num_classes: int = 10):
 
     import torch
 
-    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from ddpm.network.unet import UNet
+    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     names = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"][:num_classes]
     config = tiny_config()

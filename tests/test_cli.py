@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_config
 from PIL import Image
 
-from ddpm.launch import train_run
 from ddpm.cli import main
-
-from helpers import tiny_config
+from ddpm.launch import train_run
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.data.batches import BatchStream
-from ddpm.data.dataset import load_dataset
-from ddpm.data.builtin import _NumpyOnlyUnpickler
-from ddpm.data.transforms import random_hflip
-from ddpm.data.builtin import ANIMAL_SHAPE_CLASSES, fit_builtin, load_animal_shapes
-from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.common.errors import UserError
+from ddpm.common.pixels import to_model_range, to_uint8
+from ddpm.data.batches import BatchStream
+from ddpm.data.builtin import ANIMAL_SHAPE_CLASSES, _NumpyOnlyUnpickler, fit_builtin, load_animal_shapes
+from ddpm.data.dataset import load_dataset
+from ddpm.data.transforms import random_hflip
 
 
 @pytest.fixture(autouse=True)

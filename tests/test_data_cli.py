@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from data_trees import BAD_KINDS, animals_tree
 from PIL import Image
 
 from ddpm.cli import main
-
-from data_trees import BAD_KINDS, animals_tree
 
 TINY = ["--image-size", "16", "--channels", "3", "--base-channels", "8", "--channel-mults", "1,2", "--num-res-blocks",
         "1", "--attention-resolutions", "8", "--timesteps", "20", "--steps", "2", "--batch-size", "4", "--quiet",

@@ -6,13 +6,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from ddpm.data.dataset import DataWarning, load_dataset
-from ddpm.data.cache import MappedImages, decode_file, entry_dir
-from ddpm.common.errors import UserError
-from ddpm.data.transforms import DecodeSpec
-
 from data_trees import BAD_KINDS, animals_tree, captioned_tree
+
+from ddpm.common.errors import UserError
+from ddpm.data.cache import MappedImages, decode_file, entry_dir
+from ddpm.data.dataset import DataWarning, load_dataset
+from ddpm.data.transforms import DecodeSpec
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from data_trees import exif_rotated_jpeg
 from PIL import Image
 
 from ddpm.data.transforms import DecodeSpec, center_crop, decode_image, parse_background, random_crop, to_mode
-
-from data_trees import exif_rotated_jpeg
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_config
 
-from ddpm.launch import train_run
 from ddpm.cli import main
 from ddpm.data.dataset import load_dataset
 from ddpm.evaluation.classifier import holdout, load_classifier, save_classifier, train_classifier
-
-from helpers import tiny_config
+from ddpm.launch import train_run
 
 
 @pytest.fixture(scope="module")

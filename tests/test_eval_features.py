@@ -4,8 +4,8 @@ clear errors for missing or unsuitable weights. The network is slow on a CPU (~0
 import pytest
 import torch
 
-from ddpm.data.dataset import load_dataset
 from ddpm.common.errors import UserError
+from ddpm.data.dataset import load_dataset
 from ddpm.evaluation import features as feats
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, inception_input, inception_path
 from ddpm.evaluation.metrics import frechet_distance

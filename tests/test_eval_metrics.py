@@ -9,8 +9,7 @@ import scipy.linalg
 import torch
 
 from ddpm.common.errors import UserError
-from ddpm.evaluation.metrics import (frechet_distance, inception_score, kernel_inception_distance,
-                                     per_class_accuracy)
+from ddpm.evaluation.metrics import frechet_distance, inception_score, kernel_inception_distance, per_class_accuracy
 
 
 def exact_gaussian(n: int, mu: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:

@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm.common.files import (PickleRefused, UnreadableFile, atomic_path, read_safetensors, remove_stale_temps,
-                               temp_path, write_bytes_atomic, write_safetensors, write_text_atomic)
+from ddpm.common.files import (
+    PickleRefused,
+    UnreadableFile,
+    atomic_path,
+    read_safetensors,
+    remove_stale_temps,
+    temp_path,
+    write_bytes_atomic,
+    write_safetensors,
+    write_text_atomic,
+)
 
 
 class Marker:

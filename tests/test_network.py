@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ddpm.config import ModelConfig
-from ddpm.network.unet import UNet
 from ddpm.network.layers import timestep_embedding
+from ddpm.network.unet import UNet
 
 
 def tiny(**kw) -> ModelConfig:

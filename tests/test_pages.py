@@ -10,13 +10,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers import tiny_config
 from PIL import Image
 
-from ddpm.launch import train_run
 from ddpm.cli import main
+from ddpm.launch import train_run
 from ddpm.pictures.pages import run_index, write_run_index
-
-from helpers import tiny_config
 
 
 class Links(HTMLParser):

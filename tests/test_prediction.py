@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from ddpm.api import TrainedModel, load_run
-from ddpm.launch import train_run
-from ddpm.diffusion.forward import (EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample,
-                            v_target)
+from ddpm.diffusion.forward import EpsFromV, as_eps_model, diffusion_loss, eps_from_v, loss_weights, q_sample, v_target
 from ddpm.diffusion.guidance import guided_eps
 from ddpm.diffusion.sampler import predict_x0
 from ddpm.diffusion.schedule import NoiseSchedule
-
-from helpers import tiny_config
+from ddpm.launch import train_run
 
 T_CHECK = torch.tensor([0, 1, 10, 250, 500, 900, 990, 999])
 
@@ -189,9 +187,9 @@ def test_a_config_without_prediction_reads_as_eps() -> None:
 def test_a_checkpoint_with_an_unknown_prediction_is_a_user_error(tmp_path) -> None:
     import copy
 
-    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from ddpm.common.errors import UserError
     from ddpm.network.unet import UNet
+    from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     config = tiny_config()
     config.data.class_names, config.model.num_classes = [str(i) for i in range(10)], 10

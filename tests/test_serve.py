@@ -9,15 +9,14 @@ import time
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import untrained_run
 
 from ddpm.api import load_run
 from ddpm.common.errors import UserError
-from ddpm.serve import Limits, create_app, parse_request, resolve_request
 from ddpm.pictures.pngmeta import read_png_metadata as read_settings
+from ddpm.serve import Limits, create_app, parse_request, resolve_request
 from ddpm.serve.generate import Generation
 from ddpm.serve.jobs import DONE, FAILED, JobQueue, QueueFull
-
-from helpers import untrained_run
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +143,13 @@ def test_web_ui_draws_what_ddpm_sample_draws(client, run):
 def test_negative_prompt_guides_away_from_its_class(run):
     """eps = eps_neg + w (eps_cond - eps_neg): with a negative class the images differ from plain guidance, and at
     w = 1 the negative class plays no part."""
-    from ddpm.serve.generate import generate
-    from ddpm.diffusion.sampling import SamplingConfig
-    from ddpm.serve.request import GenerateRequest
-
     import io
 
     from PIL import Image
+
+    from ddpm.diffusion.sampling import SamplingConfig
+    from ddpm.serve.generate import generate
+    from ddpm.serve.request import GenerateRequest
 
     def images(negative: str, w: float) -> bytes:
         req = GenerateRequest(prompt="cat", negative=negative, n=1, sampling=SamplingConfig(sampler="ddim", steps=3, guidance=w))

@@ -14,13 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import untrained_run
 from PIL import Image
 
 from ddpm.api import load_run
-from ddpm.serve import create_app
 from ddpm.pictures.pngmeta import read_png_metadata as read_settings
-
-from helpers import untrained_run
+from ddpm.serve import create_app
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # Without the network-related flags Chromium tries to reach update and sync services, which a closed network refuses.

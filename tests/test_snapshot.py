@@ -14,15 +14,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_config
 from safetensors.torch import load_file
 
-from ddpm.launch import train_run
-from ddpm.config import RunConfig
 from ddpm.common.errors import UserError
-from ddpm.training.snapshot import (Snapshot, SnapshotError, SnapshotWarning, find_latest, list_snapshots, load_snapshot,
-                           save_snapshot, snapshot_path)
-
-from helpers import tiny_config
+from ddpm.config import RunConfig
+from ddpm.launch import train_run
+from ddpm.training.snapshot import (
+    Snapshot,
+    SnapshotError,
+    SnapshotWarning,
+    find_latest,
+    list_snapshots,
+    load_snapshot,
+    save_snapshot,
+    snapshot_path,
+)
 
 
 def fake_snapshot(step: int) -> Snapshot:

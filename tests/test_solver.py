@@ -10,7 +10,17 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion.sampler import Denoised, PerSampleNoise, ddim_step, ddpm_step, dpmpp_2m_sde_step, dpmpp_2m_step, log_snr_half, sample, timestep_pairs
+from ddpm.diffusion.sampler import (
+    Denoised,
+    PerSampleNoise,
+    ddim_step,
+    ddpm_step,
+    dpmpp_2m_sde_step,
+    dpmpp_2m_step,
+    log_snr_half,
+    sample,
+    timestep_pairs,
+)
 from ddpm.diffusion.sampling import DEFAULT_STEPS, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 

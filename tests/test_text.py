@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.text.captions import article, class_captions, plural
-from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.common.errors import UserError
-from ddpm.diffusion.guidance import NegativeAsNull, drop_condition, guided_eps
+from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.data.folder import ANIMALS10
+from ddpm.diffusion.guidance import NegativeAsNull, drop_condition, guided_eps
 from ddpm.network.unet import UNet
+from ddpm.text.captions import article, class_captions, plural
 from ddpm.text.prompts import FAR_THRESHOLD, FarPrompt, clean_prompt, match_classes, read_prompts_file
 
 BUILTIN = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -300,8 +300,8 @@ def test_text_run_samples_follow_their_captions(text_run):
 @pytest.mark.slow
 def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, capsys, monkeypatch):
     from ddpm.cli import main
-    from ddpm.text.bank import embed_texts
     from ddpm.pictures.pngmeta import read_png_metadata
+    from ddpm.text.bank import embed_texts
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("something blue\n")

@@ -3,13 +3,12 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from ddpm.api import load_run
-from ddpm.launch import train_run
 from ddpm.common.errors import UserError
+from ddpm.launch import train_run
 from ddpm.training.optim import ema_decay_at, ema_update, lr_factor
-
-from helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

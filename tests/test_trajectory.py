@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import untrained_run
 from PIL import Image, ImageSequence
 
 from ddpm.cli import main
 from ddpm.pictures.trajectory import Trajectory, save_trajectory
-
-from helpers import untrained_run
 
 
 def feed(traj: Trajectory, batches: list[int], steps: int) -> None:

@@ -1,5 +1,5 @@
-"""Tests of ddpm.visual: grid geometry and pixels, the noising frames' content, the files save_noising writes, and
-the training-curve plot."""
+"""Tests of the pictures (pictures/grid.py, pictures/noising.py) and the training-curve plot (training/metrics.py):
+grid geometry and pixels, the noising frames' content, the files save_noising writes, and the training-curve plot."""
 
 from __future__ import annotations
 

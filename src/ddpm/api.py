@@ -132,7 +132,6 @@ class TrainedModel:
             if prompts or negative:
                 raise UserError("this model is unconditional (trained with --cond none); drop the prompts and --negative")
             cond, rows = torch.zeros(1, dtype=torch.long), [PromptRow("", "none", "unconditional")]
-            config = replace(config, guidance=1.0)  # both branches would be equal
         elif not prompts:
             if self.conditioning == "text":
                 raise UserError("a text-conditioned model needs a prompt, e.g. ddpm sample --checkpoint RUN \"a red "
@@ -156,7 +155,7 @@ class TrainedModel:
         `negative`: a condition to guide away from (() class id or (384,) embedding), in place of the unconditional
         branch (guidance.NegativeAsNull). progress(images) after each batch; callback(t, x_t, x0_hat) after each step
         of each batch (trajectory.py, progress bars, the web UI's previews)."""
-        config = (sampling or SamplingConfig()).with_options(**options).resolved(self.schedule.num_steps)
+        config = self.effective_sampling((sampling or SamplingConfig()).with_options(**options))
         if self.conditioning == "text" and cond.dim() == 1 and len(cond):
             cond = class_prompt_embeddings(self.class_names, cond)
         c = self.config.model
@@ -178,13 +177,17 @@ class TrainedModel:
         """Like `sample`, as a list of PIL images."""
         return tensor_to_pil(self.sample(classes, n, **kwargs))
 
+    def effective_sampling(self, sampling: SamplingConfig) -> SamplingConfig:
+        """`sampling` as this run applies it: steps resolved for its T; guidance 1 for an unconditional model (both
+        branches of guidance would be equal)."""
+        sampling = sampling.resolved(self.schedule.num_steps)
+        return replace(sampling, guidance=1.0) if self.conditioning == "none" else sampling
+
     def provenance(self, sampling: SamplingConfig, checkpoint: str, **fields: Any) -> dict[str, Any]:
         """The settings written into every PNG made from this run (`ddpm sample` and the web UI alike): `fields`
         (prompts, negative, ...), the sampling options with steps resolved, the checkpoint and its step."""
-        options = sampling.resolved(self.schedule.num_steps).to_dict()
+        options = self.effective_sampling(sampling).to_dict()
         del options["batch_size"]  # does not change the pictures
-        if self.conditioning == "none":
-            options["guidance"] = 1.0
         return {**fields, **options, "checkpoint": checkpoint, "checkpoint_step": self.step, "cond": self.conditioning,
                 "image_size": self.config.model.image_size, "software": "ddpm"}
 

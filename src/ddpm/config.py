@@ -17,7 +17,7 @@ CONDITIONINGS = ("class", "text", "none")
 
 @dataclass
 class ModelConfig:
-    """Shape of the conditional UNet (see network.py)."""
+    """Shape of the conditional UNet (see network/unet.py)."""
 
     image_size: int = 32
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
@@ -54,7 +54,7 @@ class DiffusionConfig:
     schedule: str = "linear"  # linear | cosine
     num_steps: int = 1000  # T
     loss_weighting: str = "none"  # none | min-snr (Hang et al. 2023, gamma below)
-    prediction: str = "eps"  # eps | v: what the network predicts (diffusion.py)
+    prediction: str = "eps"  # eps | v: what the network predicts (diffusion/forward.py)
     min_snr_gamma: float = 5.0
     cond_drop_prob: float = 0.1  # classifier-free guidance: P(condition replaced by the null id) in training
 

@@ -19,7 +19,7 @@ import torch
 from ddpm.common.pixels import to_uint8
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.data.builtin import BUILTIN
-from ddpm.diffusion.sampling import Sampler, SamplingConfig
+from ddpm.diffusion.sampling import SamplingConfig
 
 DEMO_MODEL = ModelConfig(
     image_size=28, channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
@@ -32,7 +32,7 @@ DEMO_TRAIN = TrainConfig(
     sample_every=0, save_every=0,
 )
 PER_CLASS = 8
-DEMO_SAMPLING = SamplingConfig(sampler=Sampler.DDPM, steps=50, guidance=3.0, seed=0, batch_size=64)  # strided ancestral steps
+DEMO_SAMPLING = SamplingConfig()  # the defaults: 50 strided ancestral (ddpm) steps at guidance 3, seed 0
 
 
 def demo_config(steps: int | None = None) -> RunConfig:
@@ -54,13 +54,13 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     """Train, draw a grid with one row per class and its denoising trajectory, animate the noising, write an index
     page linking them all; return the paths of what was written."""
     from ddpm.data.builtin import example_image
+    from ddpm.launch import train_run
     from ddpm.pictures.grid import make_grid
-    from ddpm.pictures.noising import noising_command
+    from ddpm.pictures.noising import named_schedules, save_noising
     from ddpm.pictures.pages import write_run_index
     from ddpm.pictures.trajectory import Trajectory, save_trajectory
     from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.training.metrics import plot_training_curve
-    from ddpm.launch import train_run
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)
@@ -72,7 +72,8 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     make_grid(to_uint8(x), nrow=PER_CLASS, labels=run.class_names, scale=3).save(grid)
     paths = {"samples grid": grid}
     paths.update(save_trajectory(traj, out / "trajectory.gif", PER_CLASS, run.class_names, scale=1))
-    paths.update(noising_command(example_image(64), ["linear", "cosine"], 1000, 40, 0, out / "noising.gif"))
+    paths.update(save_noising(example_image(64), named_schedules(["linear", "cosine"], 1000), out / "noising.gif",
+                              num_frames=40, seed=0))
     paths["training curve"] = plot_training_curve(out / "metrics.jsonl", out / "training_curve.png")
     paths["index page"] = write_run_index(out)
     paths["run directory"] = out

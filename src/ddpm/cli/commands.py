@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -37,8 +38,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ddpm.runtime.distributed import env_rank
     from ddpm.launch import train_run
+    from ddpm.runtime.distributed import env_rank
 
     config = config_from_args(args)
     with _one_line_warnings():
@@ -120,12 +121,12 @@ def _short(text: str, width: int = 28) -> str:
 def cmd_noise(args: argparse.Namespace) -> None:
     from ddpm.data.builtin import example_image
     from ddpm.data.transforms import read_image
-    from ddpm.pictures.noising import noising_command
+    from ddpm.pictures.noising import named_schedules, save_noising
 
-    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    schedules = named_schedules([s.strip() for s in args.schedules.split(",") if s.strip()], args.timesteps)
     image = read_image(args.image, args.image_size) if args.image else example_image(args.image_size)
     _parent(args.out)
-    for kind, path in noising_command(image, schedules, args.timesteps, args.frames, args.seed, args.out).items():
+    for kind, path in save_noising(image, schedules, args.out, num_frames=args.frames, seed=args.seed).items():
         print(f"{kind}: {path}")
 
 
@@ -162,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
     if env_rank() == 0:
-        _parent(args.out / "eval.json")
+        _writable(args.out)  # fail before the long part, and leave nothing behind when loading fails
     with _one_line_warnings():
         result, images = evaluate_checkpoint(args.checkpoint, settings, args.classifier, device, args.cache_dir,
                                              log=_log(args.quiet, args.json), progress=not args.quiet)
@@ -210,6 +211,15 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = saved
+
+
+def _writable(folder: Path) -> None:
+    """A UserError unless `folder` exists as a writable folder or could be created; creates nothing."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {folder}: {probe} is not a writable folder")
 
 
 def _parent(path: Path) -> None:

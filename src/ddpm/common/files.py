@@ -5,7 +5,7 @@ complete file or the new complete file, never a partial one. The new content is 
 in the same folder (`.<name>.<pid>.tmp`, so processes writing the same name at once never share a file), fsynced,
 renamed over the final name with os.replace (atomic on one file system), and the folder is fsynced so the rename
 itself survives a crash. A writer that fails removes its temporary file; one that is killed leaves it behind, for
-`remove_stale_temps` to delete later.
+`remove_stale_temps` to delete: the next successful write of the same name does.
 
 Reading: `read_safetensors` never unpickles anything. A pickle or torch.save file is refused by its first bytes
 (`PickleRefused`), and every other failure (missing, unreadable, truncated, corrupt) is an `UnreadableFile` whose
@@ -15,6 +15,7 @@ Reading: `read_safetensors` never unpickles anything. A pickle or torch.save fil
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
         raise
     fsync_dir(final.parent)
+    remove_stale_temps(final.parent, glob.escape(final.name))  # left by an earlier writer of this name that was killed
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

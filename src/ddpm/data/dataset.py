@@ -54,7 +54,7 @@ class ImageData:
 
 def load_image_folder(root: Path, spec: DecodeSpec, min_size: int = 16, cache_dir: Path | None = None,
                       progress: bool = False, workers: int | None = None) -> ImageData:
-    """A class-folder or captioned tree (imagefolder.py) through the on-disk cache (datacache.py). Each skipped
+    """A class-folder or captioned tree (folder.py) through the on-disk cache (cache.py). Each skipped
     file gets one DataWarning, then one summary warning; a class left with no image is a UserError."""
     index = scan_folder(root)
     entry = open_cache(index, spec, min_size, cache_dir, progress, workers)

@@ -7,7 +7,7 @@ Layouts:
   ROOT/<image> + metadata.jsonl      a captioned folder without classes: one class named after ROOT
 Class names: a folder name from Animals-10 (Italian) is translated (cane -> dog) and keeps its Italian name as an
 alias; any other name is used as is. Classes are ordered by their final name, so the order is stable.
-Decoding happens later (datacache.py); here only `os.stat` is called, which finds empty and unreadable files.
+Decoding happens later (cache.py); here only `os.stat` is called, which finds empty and unreadable files.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`ddpm data inspect`: what a dataset folder holds, what would be skipped and why, and a contact sheet.
 
-The report is built from the same scan and cache as training (imagefolder.py, datacache.py), so inspecting at
+The report is built from the same scan and cache as training (folder.py, cache.py), so inspecting at
 the training size and channels also warms the cache for training. A class with no readable image is reported
 (count 0), not raised, so the report shows every problem at once.
 """

@@ -13,7 +13,7 @@ Decode time (`decode_image`), in this order:
 
 Train time (`random_crop`, `random_hflip`): `stored_size` is the training size S for centre crops, and
 S + S // 8 for random crops (72 px for 64), from which each batch takes a random S x S window: random crops
-translate by up to 1/9 of the side (scale is not jittered). Scaling to [-1, 1] is `data.to_model_range`.
+translate by up to 1/9 of the side (scale is not jittered). Scaling to [-1, 1] is `common.pixels.to_model_range`.
 """
 
 from __future__ import annotations

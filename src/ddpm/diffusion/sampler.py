@@ -21,7 +21,7 @@ import torch
 from ddpm.common.seeding import sample_seed
 from ddpm.diffusion.forward import EpsModel
 from ddpm.diffusion.guidance import guided_eps
-from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig
+from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig, Variance
 from ddpm.diffusion.schedule import NoiseSchedule
 
 
@@ -66,7 +66,7 @@ def ddpm_step(
     t: int,
     t_prev: int,
     noise: torch.Tensor | None,
-    variance: str = "beta_tilde",
+    variance: Variance | str = Variance.BETA_TILDE,
     clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral step x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat), the posterior of DDPM eqs. 6-7 generalised to strides
@@ -80,9 +80,9 @@ def ddpm_step(
     mean = q.coef_x0 * x0 + q.coef_xt * x_t
     if t_prev < 0:
         return mean, x0
-    if variance == "beta_tilde":
+    if variance == Variance.BETA_TILDE:
         var = q.var_beta_tilde
-    elif variance == "beta":
+    elif variance == Variance.BETA:
         var = q.var_beta
     else:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
@@ -223,7 +223,7 @@ def sample(
         needs_noise = t_prev >= 0 and (kind.stochastic or (kind is Sampler.DDIM and config.eta > 0))
         z = noise.randn(shape, device) if needs_noise else None
         if kind is Sampler.DDPM:
-            x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=config.variance.value, clip=clip)
+            x, x0 = ddpm_step(schedule, x, eps, t, t_prev, z, variance=config.variance, clip=clip)
         elif kind is Sampler.DDIM:
             x, x0 = ddim_step(schedule, x, eps, t, t_prev, z, eta=config.eta, clip=clip)
         elif kind is Sampler.DPMPP_2M:

@@ -15,6 +15,7 @@ whether it comes from a flag, a keyword, a JSON request or a preset.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
@@ -63,6 +64,21 @@ def _member(kind: type[Enum], value: Any, what: str) -> Any:
         raise UserError(f"unknown {what} {value!r}: {what} must be one of {choices}") from None
 
 
+def _whole(value: Any, what: str, least: int) -> int:
+    """A whole number >= least (numpy integers too; not bools, not floats), else a one-line UserError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise UserError(f"{what} must be a whole number >= {least}, got {value!r}")
+    return int(value)
+
+
+def _real(value: Any, what: str, least: float = -math.inf) -> float:
+    """A finite number >= least, else a one-line UserError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < least:
+        bound = "" if least == -math.inf else f" >= {least:g}"
+        raise UserError(f"{what} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Every option of a sampling run (see the module doc). Strings are accepted for the modes and become enums;
@@ -79,23 +95,19 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sampler", _member(Sampler, self.sampler, "sampler"))
         object.__setattr__(self, "variance", _member(Variance, self.variance, "variance"))
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
-            raise UserError(f"steps must be a positive whole number, got {self.steps!r}")
-        if not math.isfinite(self.guidance):
-            raise UserError(f"guidance must be a finite number, got {self.guidance}")
-        if not math.isfinite(self.eta) or self.eta < 0:
-            raise UserError(f"eta must be a number >= 0, got {self.eta}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"seed must be a whole number >= 0, got {self.seed!r}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.steps is not None:
+            object.__setattr__(self, "steps", _whole(self.steps, "steps", 1))
+        object.__setattr__(self, "guidance", _real(self.guidance, "guidance"))
+        object.__setattr__(self, "eta", _real(self.eta, "eta", 0.0))
+        object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
+        object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))
 
     def num_steps(self, num_train_steps: int) -> int:
         """The steps to take with a schedule of T = num_train_steps: `steps`, or the sampler's default capped at T."""
         if self.steps is None:
             return min(DEFAULT_STEPS[self.sampler], num_train_steps)
         if self.steps > num_train_steps:
-            raise UserError(f"--steps {self.steps} is more than the model's {num_train_steps} diffusion steps; "
+            raise UserError(f"steps {self.steps} is more than the model's {num_train_steps} diffusion steps; "
                             f"use at most {num_train_steps}")
         return self.steps
 

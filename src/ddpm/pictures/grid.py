@@ -1,9 +1,7 @@
 """Image grids with row labels: how every picture of ddpm lays out its panels.
 
 Images here are uint8 tensors (N, C, H, W) with C = 1 (grayscale) or 3 (RGB), as `ddpm.data` loads them, and come
-out as PIL images ("L" or "RGB"). Text uses PIL's default font, grey on black. Plots are drawn with matplotlib's Agg
-renderer through `matplotlib.figure.Figure`, never pyplot, so they work headless and leave the caller's matplotlib
-backend and figure state alone.
+out as PIL images ("L" or "RGB"). Text uses PIL's default font, grey on black.
 """
 
 from __future__ import annotations

@@ -166,13 +166,11 @@ def save_noising(
     return {"gif": out_gif, "strip": strip, "alpha_bar": alpha_bar}
 
 
-def noising_command(image: torch.Tensor, schedules: list[str], num_steps: int, frames: int, seed: int,
-                    out: Path) -> dict[str, Path]:
-    """`ddpm noise`: the animation, strip and alpha_bar plot of one uint8 image (C, H, W) under each named schedule;
-    returns their paths."""
-    unknown = [s for s in schedules if s not in SCHEDULES]
-    if unknown or not schedules:
+def named_schedules(names: list[str], num_steps: int) -> list[NoiseSchedule]:
+    """The schedules `ddpm noise --schedules` names, with T = num_steps; a bad name or T is a one-line UserError."""
+    unknown = [s for s in names if s not in SCHEDULES]
+    if unknown or not names:
         raise UserError(f"unknown schedule(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCHEDULES)}")
     if num_steps < 2:
         raise UserError("--timesteps must be at least 2")
-    return save_noising(image, [NoiseSchedule.create(s, num_steps) for s in schedules], out, num_frames=frames, seed=seed)
+    return [NoiseSchedule.create(s, num_steps) for s in names]

@@ -20,7 +20,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-
 def bf16_supported(device: torch.device) -> bool:
     """bf16 autocast pays on CUDA with bf16 support and on CPUs with native bf16 (AVX512-BF16 or AMX)."""
     if device.type == "cuda":

@@ -1,6 +1,6 @@
 """Progress bars with an ETA for long operations (tqdm on stderr), and the step callbacks that drive them.
 
-Training and the data cache have their own tqdm bars (training.py, datacache.py); sampling and evaluation use these.
+Training and the data cache have their own tqdm bars (training/loop.py, data/cache.py); sampling and evaluation use these.
 A disabled bar (`--quiet`) prints nothing.
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ddpm.common.errors import UserError
@@ -54,15 +54,17 @@ def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
     prompt = _text(payload, "prompt", limits.max_prompt_chars)
     if not prompt:
         raise UserError("prompt is empty: name what to draw (a class name such as 'cat', or its index)")
-    default = SamplingConfig()
-    sampling = SamplingConfig(
-        sampler=payload.get("sampler", default.sampler),
-        steps=_integer(payload, "steps", default.num_steps(limits.max_steps), 1, limits.max_steps),
-        guidance=_number(payload, "guidance", default.guidance, 0.0, limits.max_guidance),
-        seed=_integer(payload, "seed", default.seed, 0, MAX_SEED),
+    chosen = SamplingConfig(sampler=payload.get("sampler", SamplingConfig.sampler))  # the sampler's own defaults
+    n = _integer(payload, "n", GenerateRequest.n, 1, limits.max_images)
+    sampling = replace(
+        chosen,
+        steps=_integer(payload, "steps", chosen.num_steps(limits.max_steps), 1, limits.max_steps),
+        guidance=_number(payload, "guidance", chosen.guidance, 0.0, limits.max_guidance),
+        seed=_integer(payload, "seed", chosen.seed, 0, MAX_SEED),
+        batch_size=n,  # one batch: the progress bar's steps are the sampler's steps
     )
-    return GenerateRequest(prompt=prompt, negative=_text(payload, "negative", limits.max_prompt_chars),
-                           n=_integer(payload, "n", GenerateRequest.n, 1, limits.max_images), sampling=sampling)
+    return GenerateRequest(prompt=prompt, negative=_text(payload, "negative", limits.max_prompt_chars), n=n,
+                           sampling=sampling)
 
 
 def _text(payload: dict, name: str, max_chars: int) -> str:

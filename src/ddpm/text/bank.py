@@ -1,6 +1,6 @@
 """Text conditions for training: every image's captions, embedded once with the frozen sentence encoder.
 
-Captions come from the dataset's metadata.jsonl (imagefolder.py) or, for class folders and the built-in data,
+Captions come from the dataset's metadata.jsonl (data/folder.py) or, for class folders and the built-in data,
 from templates over the class name and its aliases (captions.py). Each unique caption is embedded once:
     in memory   CaptionBank.embeddings (U, 384), U = number of unique captions
     on disk     <cache dir>/text/<encoder id>-<sha256 of the caption list>.safetensors

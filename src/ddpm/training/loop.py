@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddpm.common.errors import UserError
 from ddpm.common.files import write_text_atomic
 from ddpm.common.seeding import mixed_seed
 from ddpm.config import RunConfig
@@ -28,7 +29,7 @@ from ddpm.runtime.distributed import World, any_rank, barrier
 from ddpm.text.bank import CaptionBank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.metrics import MetricsLog, preview_grid
-from ddpm.training.optim import build_model, ema_decay_at, ema_update, lr_factor, make_optimizer
+from ddpm.training.optim import ema_decay_at, ema_update, lr_factor, make_optimizer
 from ddpm.training.snapshot import Snapshot
 from ddpm.training.state import SAMPLE_STREAM, TrainState, restore, seed_rank, write_snapshot
 
@@ -187,6 +188,14 @@ def train(
     write_snapshot(state, config, stream, world, device, out_dir)
     barrier(world)
     return state
+
+
+def build_model(config: RunConfig, device: torch.device) -> UNet:
+    try:
+        return UNet(config.model).to(device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
 
 
 def _wrap(model: UNet, world: World, device: torch.device) -> nn.Module:

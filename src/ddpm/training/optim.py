@@ -14,7 +14,6 @@ from torch import nn
 
 from ddpm.common.errors import UserError
 from ddpm.config import RunConfig
-from ddpm.network.unet import UNet
 
 
 @torch.no_grad()
@@ -41,13 +40,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     raise UserError(f"unknown lr schedule {schedule!r}; choose constant or cosine")
-
-
-def build_model(config: RunConfig, device: torch.device) -> UNet:
-    try:
-        return UNet(config.model).to(device)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
