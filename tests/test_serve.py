@@ -47,6 +47,8 @@ def wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
     ({"prompt": ""}, "prompt is empty"),
     ({"prompt": "x" * 201}, "at most 200"),
     ({"prompt": "cat", "n": 0}, "n must be from 1 to 64"),
+    ({"prompt": "cat", "seed": "²"}, "seed must be a whole number"),
+    ({"prompt": "cat", "steps": "9" * 5000}, "steps must be a whole number"),
     ({"prompt": "cat", "n": 65}, "n must be from 1 to 64"),
     ({"prompt": "cat", "n": 2.5}, "n must be a whole number"),
     ({"prompt": "cat", "n": True}, "n must be a whole number"),

@@ -321,3 +321,23 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     cached = embed_texts(["a red square", "something red", "a blue square", "something blue"], text_run[1])
     assert cached.shape == (4, 384)
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "9" * 5000, "1.5", "- 1"])
+def test_only_ascii_digits_read_as_a_class_index(text):
+    """Unicode digits ("²".isdigit() is true, int() fails) and huge digit strings are names, not indices: an unknown
+    name is a one-line UserError of bounded length, never a traceback."""
+    from ddpm.text.prompts import exact_class, is_index, resolve_class
+
+    assert not is_index(text) and exact_class(text, ["cat", "dog"], {}) is None
+    with pytest.raises(UserError, match="unknown class") as e:
+        resolve_class(text, ["cat", "dog"])
+    assert len(str(e.value)) < 200
+
+
+def test_ascii_indices_still_resolve():
+    from ddpm.text.prompts import resolve_class
+
+    assert resolve_class(" 1 ", ["cat", "dog"]) == 1 and resolve_class(0, ["cat", "dog"]) == 0
+    with pytest.raises(UserError, match="out of range"):
+        resolve_class("-1", ["cat", "dog"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,12 +80,12 @@ def _text(payload: dict, name: str, max_chars: int) -> str:
 
 def _integer(payload: dict, name: str, default: int, lo: int, hi: int) -> int:
     value = payload.get(name, default)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):  # ASCII digits only: not "²"
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+        raise UserError(f"{name} must be a whole number from {lo} to {hi}, got {repr(value)[:40]}")
     if not lo <= value <= hi:
         raise UserError(f"{name} must be from {lo} to {hi}, got {value}")
     return value

@@ -88,10 +88,17 @@ def read_prompts_file(path: str | Path) -> list[str]:
     return prompts
 
 
+def is_index(text: str) -> bool:
+    """Whether `text` reads as a class index: an optional minus and at most 18 ASCII digits ("²" and a 5,000-digit
+    string are prompts, not indices)."""
+    digits = text.strip().removeprefix("-")
+    return digits.isascii() and digits.isdigit() and len(digits) <= 18
+
+
 def exact_class(prompt: str | int, class_names: Sequence[str], aliases: dict[str, list[str]]) -> int | None:
     """The class whose name, alias or index the prompt is (case-insensitive), else None."""
     key = str(prompt).strip().lower()
-    if key.lstrip("-").isdigit():
+    if is_index(key):
         i = int(key)
         return i if 0 <= i < len(class_names) else None
     lowered = [c.lower() for c in class_names]
@@ -109,9 +116,10 @@ def resolve_class(spec: str | int, class_names: Sequence[str], aliases: dict[str
     if found is not None:
         return found
     known = ", ".join(class_names)
-    if str(spec).strip().lstrip("-").isdigit():
+    if is_index(str(spec)):
         raise UserError(f"class index {int(spec)} is out of range 0..{len(class_names) - 1}; known classes: {known}")
-    raise UserError(f"unknown class {spec!r}; known classes: {known}")
+    shown = str(spec) if len(str(spec)) <= 60 else str(spec)[:57] + "..."
+    raise UserError(f"unknown class {shown!r}; known classes: {known}")
 
 
 _ANCHOR_CACHE: dict[tuple[str, ...], torch.Tensor] = {}
@@ -171,7 +179,7 @@ def match_classes(prompts: list[str], class_names: Sequence[str], aliases: dict[
     prompts = [clean_prompt(p) for p in prompts]
     exact = [exact_class(p, class_names, aliases) for p in prompts]
     for p, e in zip(prompts, exact):
-        if e is None and p.lstrip("-").isdigit():
+        if e is None and is_index(p):
             resolve_class(p, class_names, aliases)  # raises: the index is out of range
     fuzzy = [p for p, e in zip(prompts, exact) if e is None]
     found = iter(Matcher.for_classes(class_names, aliases).match(fuzzy) if fuzzy else [])
