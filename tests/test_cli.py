@@ -98,11 +98,11 @@ def test_noise_smoke(tmp_path, capsys):
     assert main(["noise", "--image", str(user_image), "--out", str(tmp_path / "b.gif"), "--frames", "3"]) == 0
 
 
-def test_far_prompt_with_strict_names_the_nearest_classes(run_dir, capsys):
-    code = main(["sample", "--checkpoint", str(run_dir), "quantum chromodynamics", "--strict", "--out", "/tmp/x.png",
-                 "--quiet"])
+def test_far_prompt_with_strict_names_the_nearest_classes(run_dir, tmp_path, capsys):
+    code = main(["sample", "--checkpoint", str(run_dir), "quantum chromodynamics", "--strict", "--out",
+                 str(tmp_path / "x.png"), "--quiet"])
     assert_user_error(code, capsys.readouterr().err, "'quantum chromodynamics' is far", "nearest:", "--strict")
-    code = main(["sample", "--checkpoint", str(run_dir), "42", "--out", "/tmp/x.png", "--quiet"])
+    code = main(["sample", "--checkpoint", str(run_dir), "42", "--out", str(tmp_path / "x.png"), "--quiet"])
     assert_user_error(code, capsys.readouterr().err, "class index 42 is out of range", "zebra", "bear")
 
 

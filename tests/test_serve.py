@@ -80,7 +80,7 @@ def test_resolve_request_names_indices_paraphrases_and_negatives(run):
     assert (int(c.cond), int(c.negative), c.negative_label) == (2, 4, "dog")
     with pytest.raises(UserError, match="'quantum chromodynamics' is far from everything this model knows; nearest: "):
         resolve_request(run, "quantum chromodynamics")
-    with pytest.raises(UserError, match="negative prompt: .*matches no class"):
+    with pytest.raises(UserError, match="the negative prompt .*matches no class"):
         resolve_request(run, "cat", "a tax return")
     with pytest.raises(UserError, match="same class"):
         resolve_request(run, "cat", "2")

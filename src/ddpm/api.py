@@ -24,7 +24,7 @@ from PIL import Image
 
 from ddpm.common.errors import UserError
 from ddpm.common.pixels import tensor_to_pil
-from ddpm.config import RunConfig
+from ddpm.config import CONFIG_NAME, RunConfig
 from ddpm.diffusion.forward import PREDICTIONS, EpsModel, as_eps_model
 from ddpm.diffusion.guidance import NegativeAsNull
 from ddpm.diffusion.sampler import PerSampleNoise, StepCallback, sample
@@ -40,7 +40,8 @@ from ddpm.text.prompts import (
     resolve_negative,
     resolve_prompts,
 )
-from ddpm.training.checkpoint import load_checkpoint
+from ddpm.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ddpm.training.snapshot import SNAPSHOT_DIR
 
 ClassSpec = str | int
 
@@ -99,9 +100,10 @@ class TrainedModel:
         """See text/prompts.resolve_prompts."""
         return resolve_prompts(prompts, self.vocabulary, strict)
 
-    def resolve_negative(self, negative: str, strict: bool = False) -> tuple[torch.Tensor, PromptRow]:
-        """See text/prompts.resolve_negative."""
-        return resolve_negative(negative, self.vocabulary, strict)
+    def resolve_negative(self, negative: str, strict: bool = False,
+                         drawn: Sequence[PromptRow] = ()) -> tuple[torch.Tensor, PromptRow]:
+        """See text/prompts.resolve_negative (`drawn`: the rows of the prompts it goes with)."""
+        return resolve_negative(negative, self.vocabulary, strict, drawn)
 
     def sample(self, classes: ClassSpec | Sequence[ClassSpec] | None = None, n: int = 8,
                sampling: SamplingConfig | None = None, *, progress: Callable[[int], None] | None = None,
@@ -140,7 +142,8 @@ class TrainedModel:
             rows = [PromptRow(c, "class", c, 1.0, [(c, 1.0)]) for c in self.class_names]
         else:
             cond, rows = self.resolve_prompts(list(prompts), strict)
-        neg_cond, neg_row = self.resolve_negative(negative, strict) if negative is not None else (None, None)
+        neg_cond, neg_row = (self.resolve_negative(negative, strict, rows if prompts else ()) if negative is not None
+                             else (None, None))
         cond = cond.repeat_interleave(n, dim=0)
         index = torch.arange(n).repeat(len(rows))
         images = self.sample_pairs(cond, index, config, negative=neg_cond, progress=progress, callback=callback)
@@ -210,3 +213,13 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
     run_dir = Path(path).expanduser()
     return TrainedModel(config, model, schedule, step, device, run_dir if run_dir.is_dir() else run_dir.parent)
+
+
+def run_files(path: str | Path) -> list[Path]:
+    """What no output may replace when reading the run at `path` (a run directory or a checkpoint file): the file
+    itself and the run directory's own files and folders (common/outputs.check_output's `protected`)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    own = [CHECKPOINT_NAME, CONFIG_NAME, "metrics.jsonl", "captions.json", SNAPSHOT_DIR, "tb"]
+    return [path, *(path.parent / name for name in own)]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from ddpm.common.files import write_text_atomic
 
 FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 
 
@@ -106,7 +107,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """The config of a JSON object; a ValueError (one line) for anything that is not one."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config is a JSON object, got {type(d).__name__}")
         version = d.get("format_version", FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"format_version must be a whole number, got {version!r}")
         if version > FORMAT_VERSION:
             raise ValueError(f"config format {version} is newer than this ddpm understands ({FORMAT_VERSION}); upgrade ddpm")
         return cls(
@@ -131,6 +137,8 @@ T = TypeVar("T")
 
 def _build(kind: type[T], values: dict[str, Any]) -> T:
     """Instantiate a config dataclass from JSON values, restoring tuples and refusing unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{kind.__name__} must be a JSON object, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     unknown = set(values) - set(fields)
     if unknown:

@@ -12,7 +12,7 @@ import torch
 
 from ddpm.api import TrainedModel, load_run
 from ddpm.common.errors import UserError
-from ddpm.config import RunConfig
+from ddpm.config import CONFIG_NAME, RunConfig
 from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
@@ -21,12 +21,14 @@ from ddpm.text.bank import build_caption_bank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.loop import train
 from ddpm.training.snapshot import (
+    SNAPSHOT_DIR,
     Snapshot,
     SnapshotWarning,
     check_compatible,
     find_latest,
     list_snapshots,
     load_snapshot,
+    snapshot_dir,
 )
 
 
@@ -36,7 +38,9 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
     trained model (EMA weights). Under torchrun, every rank calls this (see runtime/distributed.py).
     `resume`: "auto" continues from the newest valid snapshot in out_dir (a finished run asked again with the same
     training settings is reported and returned as it is; other settings are refused); "never" starts fresh and
-    refuses a directory that holds a checkpoint or snapshots; a path continues from that snapshot file.
+    refuses a directory that holds a checkpoint or snapshots; a path continues from that snapshot file (or a run
+    directory's newest), into an out_dir that holds no other run. Every mode refuses an out_dir that holds files but
+    no run (no config.json, checkpoint or snapshots).
     `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm)."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -99,6 +103,9 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
 def _choose_snapshot(out: Path, resume: str | Path) -> tuple[Snapshot | None, str | None]:
     """(snapshot to continue from or None, error line or None); run on rank 0, whose answer every rank follows."""
     finished = (out / CHECKPOINT_NAME).exists()
+    refused = _refuse_foreign_folder(out)
+    if refused:
+        return None, refused
     try:
         if str(resume) == "never":
             if finished or list_snapshots(out):
@@ -111,12 +118,32 @@ def _choose_snapshot(out: Path, resume: str | Path) -> tuple[Snapshot | None, st
                 return None, f"{out} already holds a trained run; choose another --out or delete it first"
             return snap, None
         path = Path(resume).expanduser()
+        if not _is_own_run(out, path) and (finished or list_snapshots(out)):
+            what = "a trained run" if finished else "snapshots of another run"
+            return None, (f"{out} already holds {what}; --resume {resume} continues into a new --out only, or give "
+                          f"--resume auto to continue {out} itself")
         if path.is_dir():  # a run directory: its newest valid snapshot
             snap = find_latest(path)
             return (snap, None) if snap else (None, f"--resume {resume}: no usable snapshot in that directory")
         return load_snapshot(path), None
     except UserError as e:
         return None, str(e)
+
+
+def _is_own_run(out: Path, resume: Path) -> bool:
+    """Whether `resume` (a run directory or a snapshot file) is `out` itself or one of out's snapshots."""
+    target = resume.resolve() if resume.is_dir() else resume.resolve().parent
+    return target in (out.resolve(), snapshot_dir(out).resolve())
+
+
+def _refuse_foreign_folder(out: Path) -> str | None:
+    """An error line when `out` holds files but is not a run (no config.json, checkpoint or snapshots), else None:
+    training there would mix its files with someone else's."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if any((out / name).exists() for name in (CONFIG_NAME, CHECKPOINT_NAME, SNAPSHOT_DIR)):
+        return None
+    return f"{out} is a folder with other files, not a run; choose a new or empty --out"
 
 
 def _ensure_checkpoint(out: Path, snap: Snapshot) -> None:

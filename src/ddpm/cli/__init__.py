@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from ddpm.common.errors import UserError
 from ddpm.diffusion.sampling import DEFAULT_STEPS, EVAL_SAMPLING, SAMPLERS, VARIANCES, SamplingConfig
+from ddpm.diffusion.schedule import MAX_TIMESTEPS
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
 SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
@@ -43,6 +44,8 @@ positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 probability = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
+port_number = _number(int, lambda v: 1 <= v <= 65535, "a port number from 1 to 65535")
+timesteps = _number(int, lambda v: 0 < v <= MAX_TIMESTEPS, f"a number of diffusion steps from 1 to {MAX_TIMESTEPS:,}")
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
     p.add_argument("--out", required=True, type=Path, help="run directory (created)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule")
-    p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
+    p.add_argument("--timesteps", type=timesteps, default=d.num_steps, help="number of diffusion steps T")
     p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the loss per step")
     p.add_argument("--prediction", choices=PREDICTIONS, default=d.prediction,
                    help="what the network predicts: eps (the added noise) or v (sqrt(ab) eps - sqrt(1-ab) x0)")
@@ -125,23 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=positive_int, default=2, help="nearest-neighbour upscaling of the grid")
     p.add_argument("--trajectory", type=Path, default=None,
                    help="also write the denoising as an animated GIF (x_t beside predicted x_0) and a PNG strip of x_0 predictions")
+    _add_force(p)
     _add_common(p)
 
     p = sub.add_parser("serve", help="a web page on this machine to generate images from a trained run", formatter_class=fmt)
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=positive_int, default=7860, help="port to listen on")
+    p.add_argument("--port", type=port_number, default=7860, help="port to listen on")
     p.add_argument("--max-queue", type=positive_int, default=8, help="requests that may wait; more are refused (HTTP 429)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
 
     p = sub.add_parser("noise", help="animate an image destroyed step by step under each schedule", formatter_class=fmt)
     p.add_argument("--image", type=Path, default=None, help="an image file (default: a zebra of the built-in dataset)")
     p.add_argument("--schedules", default="linear,cosine", help=f"comma-separated, from {', '.join(SCHEDULES)}")
-    p.add_argument("--timesteps", type=positive_int, default=d.num_steps, help="number of diffusion steps T")
+    p.add_argument("--timesteps", type=timesteps, default=d.num_steps, help="number of diffusion steps T")
     p.add_argument("--image-size", type=positive_int, default=64, help="resize the image to this size")
     p.add_argument("--frames", type=positive_int, default=40, help="frames in the animation")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     p.add_argument("--out", type=Path, default=Path("noising.gif"), help="GIF path; a strip PNG and an alpha-bar plot go beside it")
+    _add_force(p)
     _add_common(p)
 
     p = sub.add_parser("data", help="look at a dataset folder before training on it", formatter_class=fmt)
@@ -156,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--min-size", type=positive_int, default=dc.min_size, help="skip images whose shorter side is smaller (px)")
     q.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_force(q)
 
     p = sub.add_parser("demo", help="train on the built-in dataset, then draw a grid and the noising animation", formatter_class=fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference features (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for eval.json, report.md, report.html and the grids")
     p.add_argument("--json", action="store_true", help="print eval.json to stdout (messages and progress go to stderr)")
+    _add_force(p)
     _add_common(p)
 
     p = sub.add_parser("classifier", help="the domain classifier that ddpm eval uses", formatter_class=fmt)
@@ -186,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=positive_int, default=4, help="passes over the train split")
     q.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     q.add_argument("--cache-dir", type=Path, default=None, help="folders: decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
+    _add_force(q)
     _add_common(q)
     return parser
 
@@ -201,6 +209,12 @@ def add_sampling_flags(p: argparse.ArgumentParser, preset: SamplingConfig, seed_
     p.add_argument("--variance", choices=VARIANCES, default=preset.variance.value, help="ancestral DDPM step variance")
     p.add_argument("--seed", type=non_negative_int, default=preset.seed, help=seed_help)
     p.add_argument("--batch-size", type=positive_int, default=preset.batch_size, help="images per network call")
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    """--force: the one flag that lets a command replace its existing output files (common/outputs.check_output)."""
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files (never the checkpoint or other files this command reads)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

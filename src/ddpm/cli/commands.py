@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ddpm.common.errors import UserError
+from ddpm.common.outputs import check_output
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.runtime.device import resolve_device
@@ -43,12 +44,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     with _one_line_warnings():
-        train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet, cache_dir=args.cache_dir,
-                  resume=args.resume)
+        run = train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet,
+                        cache_dir=args.cache_dir, resume=args.resume)
     if env_rank() != 0:  # under torchrun, rank 0 alone prints
         return
+    prompt = "" if run.conditioning == "none" else f" {run.class_names[0]}"
     print(f"run directory: {args.out}")
-    print(f"sample from it: ddpm sample --checkpoint {args.out} {config.data.class_names[0]} -n 8")
+    print(f"sample from it: ddpm sample --checkpoint {args.out}{prompt} -n 8")
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
@@ -58,16 +60,22 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from ddpm.api import load_run
+    from ddpm.api import load_run, run_files
     from ddpm.common.pixels import tensor_to_pil, to_uint8
     from ddpm.pictures.grid import make_grid
     from ddpm.pictures.pngmeta import save_png
-    from ddpm.pictures.trajectory import Trajectory, save_trajectory
+    from ddpm.pictures.trajectory import Trajectory, save_trajectory, trajectory_paths
     from ddpm.runtime.progress import SamplingBar, chain
     from ddpm.text.prompts import read_prompts_file
 
     if args.trajectory and args.trajectory.suffix.lower() != ".gif":
         raise UserError(f"--trajectory {args.trajectory}: give a .gif path (the x_0 strip PNG is written beside it)")
+    read = [*run_files(args.checkpoint), *([args.prompts_file] if args.prompts_file else [])]
+    check_output(args.out, "--out", force=args.force, protected=read)
+    if args.images is not None:
+        check_output(args.images, "--images", folder=True, force=args.force, protected=read)
+    for path in trajectory_paths(args.trajectory).values() if args.trajectory else ():
+        check_output(path, "--trajectory", force=args.force, protected=read)
     prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     run = load_run(args.checkpoint, device=resolve_device(args.device))
     sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
@@ -121,9 +129,11 @@ def _short(text: str, width: int = 28) -> str:
 def cmd_noise(args: argparse.Namespace) -> None:
     from ddpm.data.builtin import example_image
     from ddpm.data.transforms import read_image
-    from ddpm.pictures.noising import named_schedules, save_noising
+    from ddpm.pictures.noising import named_schedules, noising_paths, save_noising
 
     schedules = named_schedules([s.strip() for s in args.schedules.split(",") if s.strip()], args.timesteps)
+    for path in noising_paths(args.out).values():
+        check_output(path, "--out", force=args.force, protected=[args.image] if args.image else [])
     image = read_image(args.image, args.image_size) if args.image else example_image(args.image_size)
     _parent(args.out)
     for kind, path in save_noising(image, schedules, args.out, num_frames=args.frames, seed=args.seed).items():
@@ -135,6 +145,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     from ddpm.data.inspect import format_report, inspect_folder
 
+    check_output(args.sheet, "--sheet", force=args.force, protected=[args.path])
     _parent(args.sheet)
     report = inspect_folder(args.path.expanduser(), args.image_size, args.channels, args.per_class, args.min_size,
                             args.sheet, args.cache_dir, progress=not args.quiet and not args.json)
@@ -153,6 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
+    from ddpm.api import run_files
     from ddpm.evaluation.evaluate import EvalSettings, default_num_samples, evaluate_checkpoint
     from ddpm.evaluation.report import summary_lines, write_report
     from ddpm.runtime.distributed import env_rank
@@ -163,6 +175,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
     if env_rank() == 0:
+        read = [*run_files(args.checkpoint), *(p for p in (args.classifier, args.inception_weights) if p)]
+        check_output(args.out, "--out", folder=True, force=args.force, protected=read)
         _writable(args.out)  # fail before the long part, and leave nothing behind when loading fails
     with _one_line_warnings():
         result, images = evaluate_checkpoint(args.checkpoint, settings, args.classifier, device, args.cache_dir,
@@ -181,6 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_classifier(args: argparse.Namespace) -> None:
     from ddpm.evaluation.classifier import classifier_splits, save_classifier, train_classifier
 
+    check_output(args.out, "--out", force=args.force, protected=[Path(args.data)] if Path(args.data).is_dir() else [])
     with _one_line_warnings():
         train, test = classifier_splits(args.data, args.image_size, args.channels, args.cache_dir, progress=not args.quiet)
     model = train_classifier(train, test, args.data, epochs=args.epochs, seed=args.seed, device=resolve_device(args.device),

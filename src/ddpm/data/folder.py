@@ -63,22 +63,35 @@ def _image_paths(folder: Path, recursive: bool) -> list[Path]:
 
 
 def read_captions(root: Path) -> dict[Path, list[str]]:
-    """Every metadata.jsonl under root -> {absolute image path: [captions]}. A malformed line is a UserError."""
+    """Every metadata.jsonl under root -> {absolute image path: [captions]}. A malformed line or a file that is not
+    UTF-8 is a one-line UserError."""
     captions: dict[Path, list[str]] = {}
     for meta in sorted(root.rglob(METADATA)):
-        for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                name, text = row["file_name"], row.get("text", [])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{meta} line {n} is not a JSON object with file_name and text; fix or remove that line") from None
-            texts = [text] if isinstance(text, str) else list(text)
-            if not all(isinstance(t, str) for t in texts):
-                raise UserError(f"{meta} line {n}: text must be a string or a list of strings")
-            captions[(meta.parent / name).resolve()] = texts
+        try:
+            lines = meta.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{meta} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                name, texts = _caption_row(line, f"{meta} line {n}")
+                captions[(meta.parent / name).resolve()] = texts
     return captions
+
+
+def _caption_row(line: str, where: str) -> tuple[str, list[str]]:
+    """One metadata.jsonl line -> (file_name, captions); a one-line UserError naming `where` for anything else."""
+    try:
+        row = json.loads(line)
+        name, text = row["file_name"], row.get("text", [])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{where} is not a JSON object with file_name and text; fix or remove that line") from None
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{where}: file_name must be a non-empty string (a path relative to metadata.jsonl), got "
+                        f"{json.dumps(name)}")
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise UserError(f"{where}: text must be a string or a list of strings, got {json.dumps(text)[:60]}")
+    return name, texts
 
 
 def _stat(p: Path, label: int, captions: dict[Path, list[str]], skipped: list[tuple[str, str]]) -> FileEntry | None:

@@ -5,7 +5,7 @@ whether it comes from a flag, a keyword, a JSON request or a preset.
     sampler     ddpm (ancestral), ddim, dpm++2m (DPM-Solver++(2M)), dpm++2m-sde (its stochastic form)
     steps       network evaluations, evenly spaced over the T training steps; None: the sampler's default
                 (DEFAULT_STEPS), at most T. `num_steps(T)` resolves it: the one place where None becomes a number.
-    guidance    classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
+    guidance    classifier-free guidance weight w >= 0: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
     eta         DDIM's noise (0 deterministic, 1 DDPM-like); other samplers ignore it
     variance    the ancestral step's variance: beta_tilde (posterior) or beta (DDPM sec. 3.2)
     seed        image j of a request starts from noise seeded by (seed, j)
@@ -97,7 +97,7 @@ class SamplingConfig:
         object.__setattr__(self, "variance", _member(Variance, self.variance, "variance"))
         if self.steps is not None:
             object.__setattr__(self, "steps", _whole(self.steps, "steps", 1))
-        object.__setattr__(self, "guidance", _real(self.guidance, "guidance"))
+        object.__setattr__(self, "guidance", _real(self.guidance, "guidance", 0.0))
         object.__setattr__(self, "eta", _real(self.eta, "eta", 0.0))
         object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
         object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))

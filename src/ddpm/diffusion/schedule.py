@@ -44,6 +44,7 @@ LINEAR_BETA_START = 1e-4
 LINEAR_BETA_END = 0.02
 COSINE_S = 0.008
 COSINE_MAX_BETA = 0.999
+MAX_TIMESTEPS = 100_000  # the most diffusion steps T a schedule may have (its tables are O(T))
 
 
 def linear_betas(num_steps: int) -> torch.Tensor:

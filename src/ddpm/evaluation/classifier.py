@@ -157,8 +157,11 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dom
     meta = metadata.get("ddpm_classifier")
     if meta is None:
         raise UserError(f"{path} is not a ddpm classifier; {hint}")
-    model = DomainClassifier(ClassifierConfig(**json.loads(meta)))
-    model.load_state_dict(state)
+    try:
+        model = DomainClassifier(ClassifierConfig(**json.loads(meta)))
+        model.load_state_dict(state)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise UserError(f"{path} is a damaged ddpm classifier ({str(e).strip().splitlines()[0][:200]}); {hint}") from None
     return model.to(device).eval()
 
 

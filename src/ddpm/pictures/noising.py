@@ -154,16 +154,22 @@ def save_noising(
     it. Returns {"gif": ..., "strip": ..., "alpha_bar": ...}."""
     if fps <= 0 or pause_s < 0:
         raise ValueError(f"need fps > 0 and pause_s >= 0, got fps={fps}, pause_s={pause_s}")
-    out_gif = Path(out_gif)
-    out_gif.parent.mkdir(parents=True, exist_ok=True)
+    paths = noising_paths(out_gif)
+    paths["gif"].parent.mkdir(parents=True, exist_ok=True)
     frames = noising_frames(image, schedules, num_frames, seed)
     frame_ms = round(1000 / fps)
     durations = [frame_ms] * (len(frames) - 1) + [frame_ms + round(1000 * pause_s)]
-    frames[0].save(out_gif, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    strip = out_gif.with_name(f"{out_gif.stem}_strip.png")
-    noising_strip(image, schedules, seed=seed).save(strip)
-    alpha_bar = plot_alpha_bar(schedules, out_gif.with_name(f"{out_gif.stem}_alpha_bar.png"))
-    return {"gif": out_gif, "strip": strip, "alpha_bar": alpha_bar}
+    frames[0].save(paths["gif"], format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    noising_strip(image, schedules, seed=seed).save(paths["strip"])
+    plot_alpha_bar(schedules, paths["alpha_bar"])
+    return paths
+
+
+def noising_paths(out_gif: Path) -> dict[str, Path]:
+    """The files save_noising writes for `out_gif`: {"gif": ..., "strip": ..., "alpha_bar": ...}."""
+    out_gif = Path(out_gif)
+    return {"gif": out_gif, "strip": out_gif.with_name(f"{out_gif.stem}_strip.png"),
+            "alpha_bar": out_gif.with_name(f"{out_gif.stem}_alpha_bar.png")}
 
 
 def named_schedules(names: list[str], num_steps: int) -> list[NoiseSchedule]:

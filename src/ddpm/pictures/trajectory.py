@@ -99,14 +99,20 @@ def save_trajectory(traj: Trajectory, out_gif: Path, nrow: int, labels: list[str
                     fps: float = 8.0, pause_s: float = 2.0) -> dict[str, Path]:
     """Write the animation `out_gif` (looping, the final images held `pause_s` s) and `<stem>_x0.png` beside it.
     `nrow` images per grid row and `labels` (one per row) as in make_grid. Returns {"trajectory": ..., "x0 strip": ...}."""
-    out_gif = Path(out_gif)
-    out_gif.parent.mkdir(parents=True, exist_ok=True)
+    paths = trajectory_paths(out_gif)
+    paths["trajectory"].parent.mkdir(parents=True, exist_ok=True)
     frames = traj.frames()
     images = [trajectory_frame(x_t, x0, nrow, f"step {k + 1} of {traj.steps}   t = {t}", labels, scale)
               for k, t, x_t, x0 in frames]
     ms = round(1000 / fps)
     durations = [ms] * (len(images) - 1) + [ms + round(1000 * pause_s)]
-    images[0].save(out_gif, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-    strip = out_gif.with_name(f"{out_gif.stem}_x0.png")
-    x0_strip(traj, nrow, labels, scale).save(strip)
-    return {"trajectory": out_gif, "x0 strip": strip}
+    images[0].save(paths["trajectory"], format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                   loop=0)
+    x0_strip(traj, nrow, labels, scale).save(paths["x0 strip"])
+    return paths
+
+
+def trajectory_paths(out_gif: Path) -> dict[str, Path]:
+    """The files save_trajectory writes for `out_gif`: {"trajectory": ..., "x0 strip": ...}."""
+    out_gif = Path(out_gif)
+    return {"trajectory": out_gif, "x0 strip": out_gif.with_name(f"{out_gif.stem}_x0.png")}

@@ -46,11 +46,5 @@ def resolve_request(run: TrainedModel, prompt: str, negative: str = "") -> Condi
                         f"It draws: {', '.join(run.class_names) if run.conditioning == 'class' else 'its training captions'}")
     if not negative.strip():
         return Conditioning(cond[0], row.label, similarity=row.similarity)
-    try:
-        neg, neg_row = run.resolve_negative(negative)
-    except UserError as e:
-        raise UserError(f"negative prompt: {e}") from None
-    if run.conditioning == "class" and int(neg) == int(cond[0]):
-        raise UserError(f"the negative prompt names the same class as the prompt ({row.label}); leave it empty or "
-                        "name another class")
+    neg, neg_row = run.resolve_negative(negative, drawn=[row])
     return Conditioning(cond[0], row.label, neg, neg_row.label, row.similarity)

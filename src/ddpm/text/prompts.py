@@ -239,12 +239,18 @@ def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = Fa
     raise UserError("this model is unconditional (trained with --cond none); it takes no prompt")
 
 
-def resolve_negative(negative: str, known: Vocabulary, strict: bool = False) -> tuple[torch.Tensor, PromptRow]:
+def resolve_negative(negative: str, known: Vocabulary, strict: bool = False,
+                     drawn: Sequence[PromptRow] = ()) -> tuple[torch.Tensor, PromptRow]:
     """The condition to guide away from ((), a class id, or (384,), an embedding) and how it was understood. A class
-    model refuses a negative prompt that matches no class; a text model refuses a far one only when strict."""
+    model refuses a negative prompt that matches no class, or the class of one of the `drawn` prompts (it would guide
+    that row away from itself); a text model refuses a far one only when strict. Every error names the negative
+    prompt."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FarPrompt)
-        cond, (row,) = resolve_prompts([negative], known, strict=False)
+        try:
+            cond, (row,) = resolve_prompts([negative], known, strict=False)
+        except UserError as e:
+            raise UserError(f"the negative prompt: {e}") from None
     if row.far:
         near = ", ".join(f"{n!r} {s:.2f}" for n, s in row.nearest)
         if known.conditioning == "class":
@@ -253,6 +259,10 @@ def resolve_negative(negative: str, known: Vocabulary, strict: bool = False) -> 
         if strict:
             raise UserError(f"the negative prompt {negative!r} is far from everything this model knows "
                             f"(nearest: {near}); rephrase it or drop --strict")
+    same = [r for r in drawn if known.conditioning == "class" and r.label == row.label]
+    if same:
+        raise UserError(f"the negative prompt {negative!r} names the same class as the prompt {same[0].prompt!r} "
+                        f"({row.label}); leave it empty or name another class")
     for w in caught:
         if not issubclass(w.category, FarPrompt):
             warnings.warn(w.message, w.category)

@@ -47,8 +47,14 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor
         raise UserError(f"{p} is a safetensors file but not a ddpm checkpoint; point to a run made by `ddpm train`")
     try:
         config = RunConfig.from_dict(json.loads(meta["config"]))
+        config.model.validate()
     except (ValueError, TypeError) as e:
-        raise UserError(f"{p} has an unusable config ({e})") from None
+        raise UserError(f"{p} has an unusable config ({str(e).splitlines()[0][:200]}); it is damaged or from another "
+                        "program: retrain or point to another run") from None
+    step = meta.get("step", "0")
+    if not (step.isascii() and step.isdigit() and len(step) <= 18):
+        raise UserError(f"{p} has an unusable step {step[:40]!r} (a whole number >= 0 expected); it is damaged or from "
+                        "another program: retrain or point to another run")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
-    return config, model, ema, int(meta.get("step", 0))
+    return config, model, ema, int(step)

@@ -17,7 +17,7 @@ from torch import nn
 from ddpm.common.errors import UserError
 from ddpm.common.files import write_text_atomic
 from ddpm.common.seeding import mixed_seed
-from ddpm.config import RunConfig
+from ddpm.config import CONFIG_NAME, RunConfig
 from ddpm.data.batches import describe, make_stream
 from ddpm.data.dataset import ImageData
 from ddpm.diffusion.forward import diffusion_loss, sample_timesteps
@@ -107,7 +107,7 @@ def train(
     per_rank, ranks = tc.batch_size, world.world_size
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "config.json")
+        config.save(out_dir / CONFIG_NAME)
         if text is not None:
             write_text_atomic(out_dir / "captions.json", json.dumps(text.texts, ensure_ascii=False, indent=0) + "\n")
     configure_device(device)

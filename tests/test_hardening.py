@@ -1,0 +1,253 @@
+"""Hostile but careful input (issue 16): every bad value below is one line on stderr, exit code 2, no traceback, and
+no file that existed beforehand changes."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ddpm.cli import main
+
+TINY_TRAIN = ["--image-size", "16", "--base-channels", "8", "--channel-mults", "1,2", "--num-res-blocks", "1",
+              "--attention-resolutions", "8", "--timesteps", "50", "--steps", "2", "--batch-size", "4", "--quiet",
+              "--precision", "fp32"]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under folder, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def refused_unchanged(argv: list[str], folder: Path, capsys, *needles: str) -> None:
+    """main(argv) is a one-line error (exit 2) and changes no file under folder."""
+    before = digests(folder)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # a flag refused by the parser
+        code = e.code
+    assert_one_line_error(code, capsys.readouterr().err, *needles)
+    assert digests(folder) == before
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 2-step run written by `ddpm train` (checkpoint and final snapshot)."""
+    out = tmp_path_factory.mktemp("hardening") / "run_a"
+    assert main(["train", "--out", str(out), *TINY_TRAIN]) == 0
+    return out
+
+
+# --- part 1: a run is never overwritten ------------------------------------------------------------------------------
+
+def test_same_train_command_on_a_finished_run_says_already_finished(trained, capsys):
+    before = digests(trained)
+    capsys.readouterr()
+    assert main(["train", "--out", str(trained), *TINY_TRAIN]) == 0
+    captured = capsys.readouterr()
+    assert "already finished at step 2" in captured.err and "Traceback" not in captured.err
+    assert f"ddpm sample --checkpoint {trained} " in captured.out
+    assert digests(trained) == before
+
+
+@pytest.mark.parametrize("keep_checkpoint", [True, False], ids=["finished-run", "snapshots-only"])
+def test_explicit_resume_into_another_run_is_refused(trained, tmp_path, capsys, keep_checkpoint):
+    run_b = tmp_path / "run_b"
+    shutil.copytree(trained, run_b)
+    if not keep_checkpoint:
+        (run_b / "checkpoint.safetensors").unlink()
+    (snapshot,) = (trained / "snapshots").glob("snapshot-*.safetensors")
+    what = "a trained run" if keep_checkpoint else "snapshots of another run"
+    refused_unchanged(["train", "--out", str(run_b), "--resume", str(snapshot), *TINY_TRAIN, "--steps", "4"], run_b,
+                      capsys, f"already holds {what}")
+    refused_unchanged(["train", "--out", str(run_b), "--resume", str(trained), *TINY_TRAIN, "--steps", "4"], run_b,
+                      capsys, f"already holds {what}")
+
+
+@pytest.mark.parametrize("resume", ["auto", "never", "SNAPSHOT"])
+def test_train_into_a_folder_with_other_files_is_refused(trained, tmp_path, capsys, resume):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / "metrics.jsonl").write_text("{}\n")
+    resume = resume.replace("SNAPSHOT", str(next((trained / "snapshots").glob("*.safetensors"))))
+    refused_unchanged(["train", "--out", str(folder), "--resume", resume, *TINY_TRAIN], folder, capsys,
+                      "not a run", "new or empty --out")
+
+
+def test_train_into_an_empty_folder_trains(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--out", str(tmp_path / "empty"), *TINY_TRAIN]) == 0
+    assert (tmp_path / "empty" / "checkpoint.safetensors").is_file()
+
+
+# --- part 3: one rule for every output path --------------------------------------------------------------------------
+
+@pytest.fixture
+def world(tmp_path) -> Path:
+    """tmp_path holding a run (RUN), a file (FILE), a folder with a file (DIR), a one-class data folder (DATA) and an
+    image (IMG)."""
+    from helpers import untrained_run
+    from PIL import Image
+
+    untrained_run(tmp_path / "run")
+    (tmp_path / "run" / "snapshots").mkdir()
+    (tmp_path / "run" / "tb").mkdir()
+    (tmp_path / "file.png").write_bytes(b"mine")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a.txt").write_text("mine\n")
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "data" / "cat" / "x.png")
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "img.png")
+    (tmp_path / "n_strip.png").write_bytes(b"mine")
+    return tmp_path
+
+
+OUTPUT_CASES = [
+    (["sample", "--checkpoint", "RUN", "--out", "RUN/checkpoint.safetensors", "--force"], "which this command reads"),
+    (["sample", "--checkpoint", "RUN/checkpoint.safetensors", "--out", "RUN/checkpoint.safetensors", "--force"],
+     "which this command reads"),
+    (["sample", "--checkpoint", "RUN", "--out", "RUN/config.json", "--force"], "which this command reads"),
+    (["sample", "--checkpoint", "RUN", "--out", "RUN/snapshots/grid.png", "--force"], "which this command reads"),
+    (["sample", "--checkpoint", "RUN", "--out", "DIR"], "is a folder; give a file name"),
+    (["sample", "--checkpoint", "RUN", "--out", "FILE"], "add --force"),
+    (["sample", "--checkpoint", "RUN", "--out", "ROOT/new.png", "--images", "FILE"], "is a file; give a folder"),
+    (["sample", "--checkpoint", "RUN", "--out", "ROOT/new.png", "--images", "DIR"], "add --force"),
+    (["sample", "--checkpoint", "RUN", "--out", "ROOT/new.png", "--images", "RUN/tb", "--force"], "which this command"),
+    (["sample", "--checkpoint", "RUN", "--out", "ROOT/new.png", "--trajectory", "ROOT/n.gif", "--prompts-file",
+      "ROOT/n_x0.png"], "which this command reads"),
+    (["noise", "--out", "DIR"], "is a folder; give a file name"),
+    (["noise", "--out", "ROOT/n.gif"], "n_strip.png is an existing file"),
+    (["noise", "--image", "IMG", "--out", "IMG", "--force"], "which this command reads"),
+    (["eval", "--checkpoint", "RUN", "--out", "FILE"], "is a file; give a folder"),
+    (["eval", "--checkpoint", "RUN", "--out", "DIR"], "add --force"),
+    (["eval", "--checkpoint", "RUN", "--out", "RUN/snapshots", "--force"], "which this command reads"),
+    (["data", "inspect", "DATA", "--sheet", "DIR"], "is a folder; give a file name"),
+    (["data", "inspect", "DATA", "--sheet", "FILE"], "add --force"),
+    (["data", "inspect", "DATA", "--sheet", "DATA/cat/x.png", "--force"], "which this command reads"),
+    (["data", "inspect", "DATA", "--sheet", "DATA/sheet.png"], "which this command reads"),
+    (["classifier", "train", "--data", "DATA", "--out", "DIR"], "is a folder; give a file name"),
+    (["classifier", "train", "--data", "DATA", "--out", "FILE"], "add --force"),
+]
+
+
+def fill(argv: list[str], root: Path) -> list[str]:
+    places = {"RUN": root / "run", "FILE": root / "file.png", "DIR": root / "dir", "DATA": root / "data",
+              "IMG": root / "img.png", "ROOT": root}
+    out = []
+    for arg in argv:
+        for key, path in places.items():
+            arg = arg.replace(key, str(path)) if arg.startswith(key) else arg
+        out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize("argv,needle", OUTPUT_CASES, ids=[" ".join(a) for a, _ in OUTPUT_CASES])
+def test_output_path_rule(world, capsys, argv, needle):
+    refused_unchanged([*fill(argv, world), "--quiet"], world, capsys, needle)
+
+
+def test_force_replaces_an_existing_output_and_a_new_file_in_the_run_is_fine(world, capsys):
+    grid = world / "run" / "grid.png"
+    argv = ["sample", "--checkpoint", str(world / "run"), "cat", "-n", "1", "--steps", "2", "--quiet", "--out", str(grid)]
+    assert main(argv) == 0
+    first = grid.read_bytes()
+    assert main([*argv, "--seed", "1"]) == 2 and grid.read_bytes() == first
+    assert "add --force" in capsys.readouterr().err
+    assert main([*argv, "--seed", "1", "--force"]) == 0 and grid.read_bytes() != first
+
+
+# --- part 4: crafted files and out-of-range numbers are one-line errors ----------------------------------------------
+
+METADATA_LINES = [b'{"file_name": 5, "text": "a cat"}', b'{"file_name": null, "text": "a cat"}',
+                  b'{"file_name": "x.png", "text": 7}', b'{"file_name": "x.png", "text": null}',
+                  b'{"file_name": "x.png", "text": [1]}', b'[1, 2]', b'"x.png"', b'\xff\xfe not utf-8 \x80']
+
+
+@pytest.mark.parametrize("line", METADATA_LINES, ids=[repr(x)[:30] for x in METADATA_LINES])
+@pytest.mark.parametrize("command", ["inspect", "train"])
+def test_malformed_metadata_jsonl(world, capsys, line, command):
+    (world / "data" / "cat" / "metadata.jsonl").write_bytes(line + b"\n")
+    argv = (["data", "inspect", str(world / "data"), "--sheet", str(world / "s.png"), "--cache-dir", str(world / "c")]
+            if command == "inspect" else
+            ["train", "--data", str(world / "data"), "--out", str(world / "r"), "--cache-dir", str(world / "c"),
+             *TINY_TRAIN])
+    refused_unchanged([*argv, "--quiet"], world, capsys, "metadata.jsonl")
+
+
+def _rewrite_checkpoint(path: Path, **metadata: str) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata={**meta, **metadata})
+
+
+CHECKPOINT_METADATA = [{"config": "[1]"}, {"config": '{"model": 5}'}, {"config": '{"format_version": "x"}'},
+                       {"config": '{"model": {"image_size": "big"}}'}, {"config": "{not json"}, {"step": "abc"},
+                       {"step": "-3"}, {"step": "9" * 5000}]
+
+
+@pytest.mark.parametrize("metadata", CHECKPOINT_METADATA, ids=[str(m)[:40] for m in CHECKPOINT_METADATA])
+def test_crafted_checkpoint_metadata(world, capsys, metadata):
+    _rewrite_checkpoint(world / "run" / "checkpoint.safetensors", **metadata)
+    refused_unchanged(["sample", "--checkpoint", str(world / "run"), "cat", "--out", str(world / "g.png"), "--quiet"],
+                      world, capsys, "checkpoint.safetensors has an unusable")
+
+
+@pytest.mark.parametrize("meta", ["{not json", "[1]", '{"nope": 1}', '{"num_classes": "x"}'])
+def test_crafted_classifier_metadata(tmp_path, meta):
+    import torch
+    from safetensors.torch import save_file
+
+    from ddpm.common.errors import UserError
+    from ddpm.evaluation.classifier import load_classifier
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "clf.safetensors"), metadata={"ddpm_classifier": meta})
+    with pytest.raises(UserError) as e:
+        load_classifier(tmp_path / "clf.safetensors")
+    assert "damaged ddpm classifier" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["serve", "--checkpoint", "RUN", "--port", "99999"], "1 to 65535"),
+    (["serve", "--checkpoint", "RUN", "--port", "0"], "1 to 65535"),
+    (["noise", "--timesteps", "1000000000000", "--out", "ROOT/n.gif"], "from 1 to 100,000"),
+    (["train", "--timesteps", "100001", "--out", "ROOT/r"], "from 1 to 100,000"),
+], ids=["port-huge", "port-0", "noise-timesteps", "train-timesteps"])
+def test_numbers_out_of_range(world, capsys, argv, needle):
+    refused_unchanged(fill(argv, world), world, capsys, needle)
+
+
+# --- part 5: silent nonsense is refused ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--guidance", "-1"], "guidance must be a finite number >= 0"),
+    (["--negative", "cat"], "the negative prompt 'cat' names the same class as the prompt 'cat'"),
+    (["--negative", "2"], "names the same class"),  # class 2 is cat
+    (["--negative", ""], "the negative prompt"),
+    (["--negative", "   "], "the negative prompt"),
+], ids=["guidance", "negative-same", "negative-same-index", "negative-empty", "negative-blank"])
+def test_sample_refuses_nonsense(world, capsys, argv, needle):
+    refused_unchanged(["sample", "--checkpoint", str(world / "run"), "cat", "--out", str(world / "g.png"), "--quiet",
+                       *argv], world, capsys, needle)
+
+
+def test_guidance_below_zero_is_refused_by_sampling_config():
+    from ddpm.common.errors import UserError
+    from ddpm.diffusion.sampling import SamplingConfig
+
+    assert SamplingConfig(guidance=0).guidance == 0.0
+    with pytest.raises(UserError, match="guidance must be a finite number >= 0"):
+        SamplingConfig(guidance=-0.5)
