@@ -33,7 +33,7 @@ def test_inspect_reports_classes_skips_and_writes_a_sheet(tmp_path, capsys):
     assert sum(r["sizes"].values()) == 8
     with Image.open(sheet) as im:
         assert im.height == 3 * (16 + 2) + 2  # one row per class
-    assert main(["data", "inspect", str(root), "--sheet", str(sheet), "--image-size", "16", "--quiet"]) == 0
+    assert main(["data", "inspect", str(root), "--sheet", str(sheet), "--image-size", "16", "--quiet", "--force"]) == 0
     text = capsys.readouterr().out
     assert "8 images in 3 classes" in text and "dog" in text and "(folder cane)" in text and "bomb.png" in text
 
