@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ddpm.common.errors import UserError
+from ddpm.common.parse import ascii_integer
 from ddpm.diffusion.sampling import SamplingConfig
 
 MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's SeedSequence: non-negative integers
@@ -80,8 +80,8 @@ def _text(payload: dict, name: str, max_chars: int) -> str:
 
 def _integer(payload: dict, name: str, default: int, lo: int, hi: int) -> int:
     value = payload.get(name, default)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):  # ASCII digits only: not "²"
-        value = int(value)
+    if isinstance(value, str) and ascii_integer(value) is not None:
+        value = ascii_integer(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from ddpm.common.errors import UserError
+from ddpm.common.parse import ascii_integer
 from ddpm.text.captions import article, class_captions
 
 FAR_THRESHOLD = 0.5
@@ -89,10 +90,9 @@ def read_prompts_file(path: str | Path) -> list[str]:
 
 
 def is_index(text: str) -> bool:
-    """Whether `text` reads as a class index: an optional minus and at most 18 ASCII digits ("²" and a 5,000-digit
-    string are prompts, not indices)."""
-    digits = text.strip().removeprefix("-")
-    return digits.isascii() and digits.isdigit() and len(digits) <= 18
+    """Whether `text` reads as a class index (common/parse.ascii_integer: "²" and a 5,000-digit string are prompts,
+    not indices)."""
+    return ascii_integer(text) is not None
 
 
 def exact_class(prompt: str | int, class_names: Sequence[str], aliases: dict[str, list[str]]) -> int | None:

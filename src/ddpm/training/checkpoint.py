@@ -14,6 +14,7 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
+from ddpm.common.parse import ascii_integer
 from ddpm.config import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -51,10 +52,10 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor
     except (ValueError, TypeError) as e:
         raise UserError(f"{p} has an unusable config ({str(e).splitlines()[0][:200]}); it is damaged or from another "
                         "program: retrain or point to another run") from None
-    step = meta.get("step", "0")
-    if not (step.isascii() and step.isdigit() and len(step) <= 18):
-        raise UserError(f"{p} has an unusable step {step[:40]!r} (a whole number >= 0 expected); it is damaged or from "
+    step = ascii_integer(meta.get("step", "0"))
+    if step is None or step < 0:
+        raise UserError(f"{p} has an unusable step {meta['step'][:40]!r} (a whole number >= 0 expected); it is damaged or from "
                         "another program: retrain or point to another run")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
-    return config, model, ema, int(step)
+    return config, model, ema, step
