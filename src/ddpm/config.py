@@ -5,90 +5,196 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ddpm.common.files import write_text_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
+LOSS_WEIGHTINGS = ("none", "min-snr")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CROPS = ("center", "random")
+MAX_TIMESTEPS = 100_000  # the most diffusion steps T a schedule may have
+
+# What a format-1 config.json meant by a key it does not hold: the defaults before format 2. Every format-1 writer
+# wrote all its keys, so these matter only for files written by hand; format-1 files hold ema_decay (a fixed decay).
+LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none"},
+                       "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999}}}
+
+
+# ---- one check per field: (value) -> None, or what was expected. Used for config files, flags and the API alike.
+Check = Callable[[Any], "str | None"]
+
+
+def _whole(lo: int, hi: int | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+        return None if ok else (f"a whole number >= {lo}" if hi is None else f"a whole number from {lo} to {hi}")
+    return check
+
+
+def _real(lo: float, hi: float | None = None, open_lo: bool = False, open_hi: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            ok = False
+        else:
+            ok = (v > lo if open_lo else v >= lo) and (hi is None or (v < hi if open_hi else v <= hi))
+        left = "(" if open_lo else "["
+        right = "inf)" if hi is None else (f"{hi})" if open_hi else f"{hi}]")
+        return None if ok else f"a number in {left}{lo}, {right}"
+    return check
+
+
+def _choice(*options: Any) -> Check:
+    return lambda v: None if v in options and not isinstance(v, bool) else "one of " + ", ".join(map(str, options))
+
+
+def _flag(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _text(v: Any) -> str | None:
+    return None if isinstance(v, str) else "a string"
+
+
+def _whole_list(allow_empty: bool) -> Check:
+    def check(v: Any) -> str | None:
+        ok = (isinstance(v, (list, tuple)) and (allow_empty or len(v) > 0)
+              and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
+        return None if ok else "a list of positive whole numbers" + ("" if allow_empty else " (at least one)")
+    return check
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _names(v: Any) -> str | None:
+    return None if isinstance(v, list) and all(isinstance(x, str) for x in v) else "a list of strings"
+
+
+def _aliases(v: Any) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, list) and all(isinstance(a, str) for a in x)
+                                     for k, x in v.items())
+    return None if ok else "a table of lists of strings"
+
+
+def spec(default: Any, check: Check, **kw: Any) -> Any:
+    """A config field with its one check (dataclasses.field with metadata)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"check": check}, **kw)
+    return field(default=default, metadata={"check": check}, **kw)
 
 
 @dataclass
 class ModelConfig:
-    """Shape of the conditional UNet (see network/unet.py)."""
+    """Shape of the conditional UNet (see network/unet.py). The defaults are the `small` preset at 32 px, grey;
+    `ddpm train` takes the preset and the image shape from the data (presets.py, resolve.py)."""
 
-    image_size: int = 32
-    channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    base_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level; len-1 downsamplings
-    num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px) that get self-attention
-    num_heads: int = 4
-    dropout: float = 0.0
-    num_classes: int = 10  # the class embedding has num_classes + 1 rows; the last is the learned null
-    checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
-    cond: str = "class"  # class: class ids; text: sentence embeddings (text_dim); none: unconditional
-    text_dim: int = 384  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
+    image_size: int = spec(32, _whole(1))
+    channels: int = spec(1, _choice(1, 3))  # 1 (grayscale) or 3 (RGB)
+    base_channels: int = spec(64, _whole(1))
+    channel_mults: tuple[int, ...] = spec((1, 2, 2), _whole_list(False))  # one entry per resolution level
+    num_res_blocks: int = spec(2, _whole(1))
+    attention_resolutions: tuple[int, ...] = spec((8,), _whole_list(True))  # feature-map sizes (px) with attention
+    num_heads: int = spec(4, _whole(1))
+    dropout: float = spec(0.0, _real(0, 1, open_hi=True))
+    num_classes: int = spec(10, _whole(1))  # the class embedding has num_classes + 1 rows; the last is the null
+    checkpointing: bool = spec(False, _flag)  # recompute each block's activations in backward: less memory
+    cond: str = spec("class", _choice(*CONDITIONINGS))  # class ids | sentence embeddings (text_dim) | none
+    text_dim: int = spec(384, _whole(1))  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
 
     def validate(self) -> None:
+        check_section(self)
         factor = 2 ** (len(self.channel_mults) - 1)
-        if self.image_size <= 0 or self.image_size % factor:
+        if self.image_size % factor:
             raise ValueError(
                 f"image size {self.image_size} must be a positive multiple of {factor} "
                 f"(2^(levels-1) for {len(self.channel_mults)} levels); change --image-size or the channel multipliers"
             )
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.num_classes < 1:
-            raise ValueError("a conditional model needs at least one class")
-        if self.cond not in CONDITIONINGS:
-            raise ValueError(f"unknown conditioning {self.cond!r}; choose one of {', '.join(CONDITIONINGS)}")
 
 
 @dataclass
 class DiffusionConfig:
     """The forward process and the training objective."""
 
-    schedule: str = "linear"  # linear | cosine
-    num_steps: int = 1000  # T
-    loss_weighting: str = "none"  # none | min-snr (Hang et al. 2023, gamma below)
-    prediction: str = "eps"  # eps | v: what the network predicts (diffusion/forward.py)
-    min_snr_gamma: float = 5.0
-    cond_drop_prob: float = 0.1  # classifier-free guidance: P(condition replaced by the null id) in training
+    schedule: str = spec("cosine", _choice(*SCHEDULES))
+    num_steps: int = spec(1000, _whole(1, MAX_TIMESTEPS))  # T
+    loss_weighting: str = spec("min-snr", _choice(*LOSS_WEIGHTINGS))  # min-snr: Hang et al. 2023, gamma below
+    prediction: str = spec("v", _choice(*PREDICTIONS))  # what the network predicts (diffusion/forward.py)
+    min_snr_gamma: float = spec(5.0, _real(0, open_lo=True))
+    cond_drop_prob: float = spec(0.1, _real(0, 1))  # classifier-free guidance: P(condition -> null) in training
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-4
-    warmup_steps: int = 100
-    lr_schedule: str = "constant"  # constant | cosine (decays to 0 at `steps`)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    hflip: bool = True
-    balance: bool = False  # sample every class equally often (batches.BalancedBatchStream)
-    precision: str = "auto"  # auto | fp32 | bf16
-    log_every: int = 50
-    sample_every: int = 500  # TensorBoard sample grid every N steps (0: never)
-    save_every: int = 1000  # checkpoint every N steps (and at the end)
-    snapshot_every: int = 500  # full training-state snapshot every N steps (and on SIGTERM/SIGINT, and at the end)
-    keep_snapshots: int = 3  # snapshots kept in RUN/snapshots (the newest)
+    steps: int = spec(2000, _whole(1))
+    batch_size: int = spec(64, _whole(1))  # per rank and micro-batch; the global batch is x ranks x grad_accum
+    grad_accum: int = spec(1, _whole(1))  # micro-batches per optimiser step
+    lr: float = spec(1e-3, _real(0, open_lo=True))
+    warmup_steps: int | None = spec(None, _optional(_whole(0)))  # None: warmup() = min(1000, steps // 20)
+    lr_schedule: str = spec("cosine", _choice(*LR_SCHEDULES))  # constant | cosine (decays to 0 at `steps`)
+    weight_decay: float = spec(0.0, _real(0))
+    grad_clip: float = spec(1.0, _real(0))  # max gradient norm; 0: off
+    ema_decay: float | None = spec(None, _optional(_real(0, 1, open_hi=True)))  # a fixed decay instead of the power EMA
+    ema_rel_std: float = spec(0.1, _real(0, 0.28, open_lo=True))  # power EMA width, a fraction of the training so far
+    seed: int = spec(0, _whole(0))
+    hflip: bool = spec(True, _flag)
+    balance: bool = spec(False, _flag)  # sample every class equally often (batches.BalancedBatchStream)
+    precision: str = spec("auto", _choice(*PRECISIONS))  # auto: runtime/device.resolve_precision
+    threads: int = spec(0, _whole(0))  # CPU threads for training (0: torch's default, all cores)
+    log_every: int = spec(50, _whole(1))
+    sample_every: int = spec(500, _whole(0))  # TensorBoard sample grid every N steps (0: never)
+    save_every: int = spec(1000, _whole(0))  # checkpoint every N steps (and at the end)
+    snapshot_every: int = spec(500, _whole(0))  # full training-state snapshot every N steps (and on signals, end)
+    keep_snapshots: int = spec(3, _whole(1))  # snapshots kept in RUN/snapshots (the newest)
+
+    def warmup(self) -> int:
+        """Linear LR warm-up steps: the set value, else 5% of the run up to 1,000 (50 for the demo's 1,000 steps,
+        1,000 from 20,000 steps on)."""
+        return self.warmup_steps if self.warmup_steps is not None else min(1000, self.steps // 20)
 
 
 @dataclass
 class DataConfig:
-    source: str = "builtin:animal-shapes"
-    class_names: list[str] = field(default_factory=list)
-    aliases: dict[str, list[str]] = field(default_factory=dict)  # other names of a class, e.g. {"dog": ["cane"]}
-    crop: str = "center"  # center | random (folders; see transforms.py)
-    background: str = "white"  # what transparent pixels are composited on: white | black | gray | #rrggbb
-    min_size: int = 16  # px; images with a shorter side are skipped
+    source: str = spec("builtin:animal-shapes", _text)
+    class_names: list[str] = spec([], _names)
+    aliases: dict[str, list[str]] = spec({}, _aliases)  # other names of a class, e.g. {"dog": ["cane"]}
+    crop: str = spec("center", _choice(*CROPS))  # center | random (folders; see data/transforms.py)
+    background: str = spec("white", _text)  # under transparent pixels: white | black | gray | #rrggbb
+    min_size: int = spec(16, _whole(1))  # px; images with a shorter side are skipped
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
+                             "data": DataConfig}
+
+
+def check_value(section: str, name: str, value: Any) -> str | None:
+    """None when `value` is valid for config key section.name, else a one-line reason naming the key."""
+    kind = SECTIONS.get(section)
+    if kind is None:
+        return f"unknown section {section!r}; the sections are {', '.join(SECTIONS)}"
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    if name not in fields:
+        return f"unknown key {section}.{name}"
+    expected = fields[name].metadata["check"](value)
+    return None if expected is None else f"{section}.{name} must be {expected}, got {value!r}"
+
+
+def check_section(obj: Any) -> None:
+    """Raise ValueError (one line) for the first field of a config section whose value fails its check."""
+    section = next(k for k, v in SECTIONS.items() if isinstance(obj, v))
+    for f in dataclasses.fields(obj):
+        error = check_value(section, f.name, getattr(obj, f.name))
+        if error:
+            raise ValueError(error)
 
 
 @dataclass
@@ -107,25 +213,39 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        """The config of a JSON object; a ValueError (one line) for anything that is not one."""
+        """The config of a JSON/TOML object; a ValueError (one line, naming the key) for anything that is not one.
+        A key left out takes the default of the file's format (LEGACY_DEFAULTS for format 1, so a run trained
+        before the recipe became the default is rebuilt exactly as it was trained)."""
         if not isinstance(d, dict):
-            raise ValueError(f"a config is a JSON object, got {type(d).__name__}")
+            raise ValueError(f"a config is a table of sections, got {type(d).__name__}")
         version = d.get("format_version", FORMAT_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise ValueError(f"format_version must be a whole number, got {version!r}")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"format_version must be a whole number >= 1, got {version!r}")
         if version > FORMAT_VERSION:
             raise ValueError(f"config format {version} is newer than this ddpm understands ({FORMAT_VERSION}); upgrade ddpm")
-        return cls(
-            model=_build(ModelConfig, d.get("model", {})),
-            diffusion=_build(DiffusionConfig, d.get("diffusion", {})),
-            train=_build(TrainConfig, d.get("train", {})),
-            data=_build(DataConfig, d.get("data", {})),
-            format_version=version,
-        )
+        unknown = sorted(set(d) - set(SECTIONS) - {"format_version"})
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; the sections are {', '.join(SECTIONS)}")
+        legacy = LEGACY_DEFAULTS.get(version, {})
+        sections = {}
+        for name, kind in SECTIONS.items():
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ValueError(f"{name} must be a table of keys, got {type(values).__name__}")
+            sections[name] = _build(kind, name, {**legacy.get(name, {}), **values})
+        config = cls(**sections, format_version=version)
+        config.model.validate()
+        return config
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def validate(self) -> None:
+        """Every field's check, then the model's shape rule; a ValueError (one line) for the first failure."""
+        for section in SECTIONS:
+            check_section(getattr(self, section))
+        self.model.validate()
 
     def save(self, path: str | Path) -> None:
         """Write config.json atomically (common.files): a crash never leaves a partial file."""
@@ -135,16 +255,13 @@ class RunConfig:
 T = TypeVar("T")
 
 
-def _build(kind: type[T], values: dict[str, Any]) -> T:
-    """Instantiate a config dataclass from JSON values, restoring tuples and refusing unknown keys."""
-    if not isinstance(values, dict):
-        raise ValueError(f"{kind.__name__} must be a JSON object, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
-    unknown = set(values) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+def _build(kind: type[T], section: str, values: dict[str, Any]) -> T:
+    """A config section from its values: each checked (check_value), lists made tuples where the field is one."""
     kwargs = {}
     for name, value in values.items():
+        error = check_value(section, name, value)
+        if error:
+            raise ValueError(error)
         default = getattr(kind(), name)
         kwargs[name] = tuple(value) if isinstance(default, tuple) else value
     return kind(**kwargs)

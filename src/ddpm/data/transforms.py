@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 
 from ddpm.common.errors import UserError
 
-CROPS = ("center", "random")
+from ddpm.config import CROPS  # center | random
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
 
 

@@ -18,7 +18,7 @@ import torch
 from ddpm.diffusion.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-PREDICTIONS: tuple[str, ...] = ("eps", "v")  # what the network outputs
+from ddpm.config import PREDICTIONS  # what the network outputs: eps | v
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -38,13 +38,12 @@ from typing import Literal
 import torch
 
 ScheduleName = Literal["linear", "cosine"]
-SCHEDULES: tuple[str, ...] = ("linear", "cosine")
+from ddpm.config import MAX_TIMESTEPS, SCHEDULES  # the most steps T (its tables are O(T)); linear | cosine
 
 LINEAR_BETA_START = 1e-4
 LINEAR_BETA_END = 0.02
 COSINE_S = 0.008
 COSINE_MAX_BETA = 0.999
-MAX_TIMESTEPS = 100_000  # the most diffusion steps T a schedule may have (its tables are O(T))
 
 
 def linear_betas(num_steps: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ddpm.runtime.distributed import World, any_rank, barrier
 from ddpm.text.bank import CaptionBank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.metrics import MetricsLog, preview_grid
-from ddpm.training.optim import ema_decay_at, ema_update, lr_factor, make_optimizer
+from ddpm.training.optim import ema_decay_for, ema_update, lr_factor, make_optimizer
 from ddpm.training.snapshot import Snapshot
 from ddpm.training.state import SAMPLE_STREAM, TrainState, restore, seed_rank, write_snapshot
 
@@ -147,7 +147,7 @@ def train(
             x0, cond, t, noise = to_device(batch, device)
 
             for g in state.optimizer.param_groups:
-                g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, tc.steps, tc.lr_schedule)
+                g["lr"] = tc.lr * lr_factor(step, tc.warmup(), tc.steps, tc.lr_schedule)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting, dc.min_snr_gamma,
                                                  dc.prediction)
@@ -156,7 +156,7 @@ def train(
             if tc.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip, foreach=True)
             state.optimizer.step()
-            ema_update(ema, model, ema_decay_at(step, tc.ema_decay))
+            ema_update(ema, model, ema_decay_for(step, tc.ema_decay, tc.ema_rel_std))
 
             metrics.add(loss, per_sample, t, schedule.num_steps)
             state.samples_seen += per_rank * ranks

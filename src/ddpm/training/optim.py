@@ -2,7 +2,13 @@
 
     lr(step)   = lr * (step + 1) / warmup                       during warm-up
                = lr * {1, or 0.5 (1 + cos(pi p))}               after, p = (step - warmup) / (total - warmup)
-    theta_ema <- d theta_ema + (1 - d) theta,   d = min(ema_decay, (1 + step) / (10 + step))
+    theta_ema <- d_n theta_ema + (1 - d_n) theta        after the n-th update (n = step + 1), where
+      power EMA (default):  d_n = (1 - 1/n)^(gamma + 1)    (Karras et al. 2024, "Analyzing and improving the
+                            training dynamics of diffusion models", EDM2): theta_ema is the average of the past
+                            weights under the profile p(t) ~ t^gamma, whose standard deviation is a fixed fraction
+                            sigma_rel of the training so far, so every checkpoint (1,000 steps or 200,000) averages
+                            the same share of its history; sigma_rel = sqrt(gamma+1) / ((gamma+2) sqrt(gamma+3))
+      fixed decay:          d_n = min(ema_decay, n / (n + 9))  (TF's ExponentialMovingAverage warm-up)
 """
 
 from __future__ import annotations
@@ -25,9 +31,31 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def ema_decay_at(step: int, decay: float) -> float:
-    """Warm-up of the EMA (as in TF's ExponentialMovingAverage with num_updates): min(decay, (1+n)/(10+n)),
+    """Warm-up of a fixed EMA decay (as in TF's ExponentialMovingAverage with num_updates): min(decay, (1+n)/(10+n)),
     so early averages are not dominated by the random initialisation."""
     return min(decay, (1 + step) / (10 + step))
+
+
+def power_ema_gamma(rel_std: float) -> float:
+    """The exponent gamma of the power EMA whose profile t^gamma on [0, 1] has standard deviation `rel_std`:
+    sigma(gamma) = sqrt(gamma+1) / ((gamma+2) sqrt(gamma+3)) falls from 0.2887 (gamma = 0) towards 0, so it is
+    solved by bisection (EDM2's pairs: sigma 0.10 <-> gamma 6.94, 0.05 <-> 16.97)."""
+    if not 0 < rel_std < 12 ** -0.5:
+        raise ValueError(f"ema_rel_std must be in (0, 0.2886), got {rel_std}")
+    lo, hi = 0.0, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        sigma = math.sqrt(mid + 1) / ((mid + 2) * math.sqrt(mid + 3))
+        lo, hi = (mid, hi) if sigma > rel_std else (lo, mid)
+    return (lo + hi) / 2
+
+
+def ema_decay_for(step: int, ema_decay: float | None, rel_std: float) -> float:
+    """The decay of the update after optimiser step `step` (0-based): the fixed `ema_decay` with its warm-up when
+    one is set (runs before format 2), else the power EMA of relative width `rel_std`."""
+    if ema_decay is not None:
+        return ema_decay_at(step, ema_decay)
+    return (1 - 1 / (step + 1)) ** (power_ema_gamma(rel_std) + 1)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
