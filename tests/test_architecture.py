@@ -13,14 +13,14 @@ PACKAGE = Path(ddpm.__file__).parent
 # Lower number = lower layer. A folder (or top-level module) may import from a lower layer and from itself.
 LAYERS: dict[str, int] = {
     "common": 0,
-    "config": 1,
+    "config": 1, "presets": 1,
     "diffusion": 2, "network": 2,
     "pictures": 3, "runtime": 3,
     "data": 4,
     "text": 5,
     "training": 6,
     "api": 7,
-    "launch": 8, "evaluation": 8, "serve": 8,
+    "launch": 8, "resolve": 8, "evaluation": 8, "serve": 8,
     "demo": 9,
     "cli": 10,
     "__init__": 11, "__main__": 11,

@@ -37,7 +37,7 @@ def test_help_shows_defaults(capsys):
             main([command, "--help"])
         assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "(default: linear)" in out and "(default: 3.0)" in out
+    assert "(default: cosine)" in out and "(default: 3.0)" in out and "(default: the preset's)" in out
 
 
 def test_train_smoke(tmp_path, capsys):
@@ -109,7 +109,9 @@ def test_far_prompt_with_strict_names_the_nearest_classes(run_dir, tmp_path, cap
 @pytest.mark.parametrize("argv,needle", [
     (["sample", "--checkpoint", "/nonexistent/run", "cat"], "no checkpoint at"),
     (["train", "--data", "/nonexistent/data", "--out", "OUT"], "does not exist"),
-    (["train", "--image-size", "30", "--out", "OUT"], "multiple of 4"),
+    (["train", "--image-size", "30", "--channel-mults", "1,2,2", "--out", "OUT"], "multiple of 4"),
+    (["train", "--out", "OUT", "--steps", "0"], "--steps must be a whole number >= 1, got 0"),
+    (["train", "--out", "OUT", "--cond-drop", "1.5"], "--cond-drop must be a number in [0, 1], got 1.5"),
     (["noise", "--schedules", "linear,quadratic", "--out", "OUT/n.gif"], "unknown schedule"),
     (["noise", "--image", "/nonexistent.png", "--out", "OUT/n.gif"], "does not exist"),
 ])
@@ -119,9 +121,8 @@ def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["train", "--out", "x", "--steps", "0"], "positive integer"),
+    (["train", "--out", "x", "--steps", "2.5"], "expected a whole number"),
     (["train", "--out", "x", "--schedule", "quadratic"], "invalid choice"),
-    (["train", "--out", "x", "--cond-drop", "1.5"], "[0, 1]"),
     (["train", "--out", "x", "--prediction", "x0"], "invalid choice"),
     (["sample", "cat"], "--checkpoint"),
     (["sample", "--checkpoint", "x", "-n", "-3"], "positive integer"),

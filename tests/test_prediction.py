@@ -176,10 +176,11 @@ def test_v_training_run_end_to_end(tmp_path) -> None:
 
 
 def test_a_config_without_prediction_reads_as_eps() -> None:
-    """Runs saved before v-prediction existed have no `prediction` key: they are eps runs."""
+    """Runs saved before v-prediction existed (config format 1) have no `prediction` key: they are eps runs."""
     from ddpm.config import RunConfig
 
     saved = json.loads(tiny_config().to_json())
+    saved["format_version"] = 1
     del saved["diffusion"]["prediction"]
     assert RunConfig.from_dict(saved).diffusion.prediction == "eps"
 
@@ -196,5 +197,5 @@ def test_a_checkpoint_with_an_unknown_prediction_is_a_user_error(tmp_path) -> No
     config.diffusion.prediction = "x0"
     model = UNet(config.model)
     save_checkpoint(tmp_path / CHECKPOINT_NAME, config, model, copy.deepcopy(model), 0)
-    with pytest.raises(UserError, match="predicts 'x0'"):
+    with pytest.raises(UserError, match="diffusion.prediction must be one of eps, v, got 'x0'"):
         load_run(tmp_path)

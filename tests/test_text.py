@@ -179,7 +179,7 @@ def test_old_configs_load_as_class_conditioned():
     assert config.model.cond == "class" and config.model.text_dim == 384
     config.model.cond = "text"
     assert RunConfig.from_dict(json.loads(config.to_json())).model.cond == "text"
-    with pytest.raises(ValueError, match="conditioning"):
+    with pytest.raises(ValueError, match="model.cond must be one of class, text, none"):
         ModelConfig(cond="pixels").validate()
 
 

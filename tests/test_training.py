@@ -14,7 +14,9 @@ from ddpm.training.optim import ema_decay_at, ema_update, lr_factor
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    run = train_run(tiny_config(steps=60), out, progress=False)
+    config = tiny_config(steps=60)
+    config.diffusion.prediction, config.diffusion.loss_weighting = "eps", "none"  # DDPM's plain objective, below
+    run = train_run(config, out, progress=False)
     return out, run
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 from ddpm.common.errors import UserError
 from ddpm.common.pixels import tensor_to_pil
 from ddpm.config import CONFIG_NAME, RunConfig
-from ddpm.diffusion.forward import PREDICTIONS, EpsModel, as_eps_model
+from ddpm.diffusion.forward import EpsModel, as_eps_model
 from ddpm.diffusion.guidance import NegativeAsNull
 from ddpm.diffusion.sampler import PerSampleNoise, StepCallback, sample
 from ddpm.diffusion.sampling import SamplingConfig
@@ -198,9 +198,6 @@ class TrainedModel:
 def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> TrainedModel:
     """Rebuild a trained model from a run directory or checkpoint file, with no other information."""
     config, weights, ema_weights, step = load_checkpoint(path)
-    if config.diffusion.prediction not in PREDICTIONS:
-        raise UserError(f"checkpoint {path} predicts {config.diffusion.prediction!r}, which this ddpm does not know "
-                        f"({', '.join(PREDICTIONS)}); upgrade ddpm or retrain")
     model = UNet(config.model)
     state = ema_weights if use_ema and ema_weights else weights
     try:

@@ -36,7 +36,7 @@ Check = Callable[[Any], "str | None"]
 def _whole(lo: int, hi: int | None = None) -> Check:
     def check(v: Any) -> str | None:
         ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-        return None if ok else (f"a whole number >= {lo}" if hi is None else f"a whole number from {lo} to {hi}")
+        return None if ok else (f"a whole number >= {lo}" if hi is None else f"a whole number from {lo:,} to {hi:,}")
     return check
 
 
@@ -46,9 +46,11 @@ def _real(lo: float, hi: float | None = None, open_lo: bool = False, open_hi: bo
             ok = False
         else:
             ok = (v > lo if open_lo else v >= lo) and (hi is None or (v < hi if open_hi else v <= hi))
-        left = "(" if open_lo else "["
-        right = "inf)" if hi is None else (f"{hi})" if open_hi else f"{hi}]")
-        return None if ok else f"a number in {left}{lo}, {right}"
+        if ok:
+            return None
+        if hi is None:
+            return f"a number {'>' if open_lo else '>='} {lo}"
+        return f"a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
     return check
 
 
@@ -74,6 +76,26 @@ def _whole_list(allow_empty: bool) -> Check:
 
 def _optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
+
+
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
+
+
+def parse_background(name: str) -> tuple[int, int, int]:
+    """'white' | 'black' | 'gray' | '#rrggbb' -> an RGB triple; ValueError otherwise."""
+    if name in BACKGROUNDS:
+        return BACKGROUNDS[name]
+    if len(name) == 7 and name.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in name[1:]):
+        return (int(name[1:3], 16), int(name[3:5], 16), int(name[5:7], 16))
+    raise ValueError(f"unknown background {name!r}; use white, black, gray or #rrggbb")
+
+
+def _background(v: Any) -> str | None:
+    try:
+        parse_background(v) if isinstance(v, str) else None
+    except ValueError:
+        return "white, black, gray or #rrggbb"
+    return None if isinstance(v, str) else "white, black, gray or #rrggbb"
 
 
 def _names(v: Any) -> str | None:
@@ -168,7 +190,7 @@ class DataConfig:
     class_names: list[str] = spec([], _names)
     aliases: dict[str, list[str]] = spec({}, _aliases)  # other names of a class, e.g. {"dog": ["cane"]}
     crop: str = spec("center", _choice(*CROPS))  # center | random (folders; see data/transforms.py)
-    background: str = spec("white", _text)  # under transparent pixels: white | black | gray | #rrggbb
+    background: str = spec("white", _background)  # under transparent pixels: white | black | gray | #rrggbb
     min_size: int = spec(16, _whole(1))  # px; images with a shorter side are skipped
 
 
@@ -185,7 +207,12 @@ def check_value(section: str, name: str, value: Any) -> str | None:
     if name not in fields:
         return f"unknown key {section}.{name}"
     expected = fields[name].metadata["check"](value)
-    return None if expected is None else f"{section}.{name} must be {expected}, got {value!r}"
+    return None if expected is None else f"{section}.{name} must be {expected}, got {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_section(obj: Any) -> None:
@@ -250,6 +277,28 @@ class RunConfig:
     def save(self, path: str | Path) -> None:
         """Write config.json atomically (common.files): a crash never leaves a partial file."""
         write_text_atomic(Path(path), self.to_json() + "\n")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested table of a `--config` file: TOML (tomllib) for .toml, JSON otherwise (a run's config.json is
+    one). Unreadable files and syntax errors are a ValueError of one line naming the file; keys are checked later."""
+    import tomllib
+
+    p = Path(path).expanduser()
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else ("not UTF-8 text" if isinstance(
+            e, UnicodeDecodeError) else str(e))
+        raise ValueError(f"{p}: cannot read the config file ({reason})") from None
+    try:
+        table = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError) as e:
+        kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
+        raise ValueError(f"{p}: not valid {kind} ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"{p}: a config file holds a table of sections (model, diffusion, train, data)")
+    return table
 
 
 T = TypeVar("T")

@@ -100,6 +100,18 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     return TrainedModel(config, state.ema.eval(), schedule, state.step, device, out)
 
 
+def resume_base(out: str | Path, resume: str | Path) -> Path | None:
+    """The config.json of the run that `resume` would continue (out's own for "auto", the given run's for a path),
+    or None: continuing a run takes its own settings where no flag changes them, whatever today's defaults are."""
+    if str(resume) == "never":
+        return None
+    path = Path(out if str(resume) == "auto" else resume).expanduser()
+    if path.is_file():  # a snapshot file: RUN/snapshots/snapshot-*.safetensors
+        path = path.parent.parent
+    found = path / CONFIG_NAME
+    return found if found.is_file() else None
+
+
 def _choose_snapshot(out: Path, resume: str | Path) -> tuple[Snapshot | None, str | None]:
     """(snapshot to continue from or None, error line or None); run on rank 0, whose answer every rank follows."""
     finished = (out / CHECKPOINT_NAME).exists()

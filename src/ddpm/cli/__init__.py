@@ -59,58 +59,26 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ddpm.config import CONDITIONINGS, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+    from ddpm.cli.train_flags import add_train_flags
+    from ddpm.config import SCHEDULES, DataConfig, DiffusionConfig
     from ddpm.data.builtin import BUILTIN
-    from ddpm.data.transforms import CROPS
-    from ddpm.diffusion.forward import PREDICTIONS
-    from ddpm.diffusion.schedule import SCHEDULES
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    m, d, t, dc = ModelConfig(), DiffusionConfig(), TrainConfig(), DataConfig()
+    d, dc = DiffusionConfig(), DataConfig()
 
-    p = sub.add_parser("train", help="train a model on a dataset", formatter_class=fmt)
-    p.add_argument("--data", default=BUILTIN, help=f"{BUILTIN} or a folder with one subfolder per class")
+    p = sub.add_parser("train", help="train a model on a dataset (the measured recipe, shaped by the data)",
+                       description="Train a diffusion model. Defaults: the recipe in README.md (cosine schedule, "
+                       "v-prediction, min-SNR, cosine LR decay, power EMA), a size preset, and the image shape read "
+                       "from the data; a --config file, then flags, override them.")
     p.add_argument("--out", required=True, type=Path, help="run directory (created)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="noise schedule")
-    p.add_argument("--timesteps", type=timesteps, default=d.num_steps, help="number of diffusion steps T")
-    p.add_argument("--loss-weighting", choices=("none", "min-snr"), default=d.loss_weighting, help="weight on the loss per step")
-    p.add_argument("--prediction", choices=PREDICTIONS, default=d.prediction,
-                   help="what the network predicts: eps (the added noise) or v (sqrt(ab) eps - sqrt(1-ab) x0)")
-    p.add_argument("--cond", choices=CONDITIONINGS, default=m.cond,
-                   help="class: class ids; text: captions (metadata.jsonl, else made from class names) through all-MiniLM-L6-v2; none: unconditional")
-    p.add_argument("--cond-drop", type=probability, default=d.cond_drop_prob, help="probability of dropping the class or caption (for guidance)")
-    p.add_argument("--image-size", type=positive_int, default=m.image_size, help="training resolution (px)")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=m.channels, help="1 grayscale, 3 RGB")
-    p.add_argument("--base-channels", type=positive_int, default=m.base_channels, help="UNet width at full resolution")
-    p.add_argument("--channel-mults", type=int_list, default=m.channel_mults, help="width multiplier per resolution level")
-    p.add_argument("--num-res-blocks", type=positive_int, default=m.num_res_blocks, help="residual blocks per level")
-    p.add_argument("--attention-resolutions", type=int_list, default=m.attention_resolutions, help="feature-map sizes with self-attention")
-    p.add_argument("--dropout", type=probability, default=m.dropout, help="dropout in residual blocks")
-    p.add_argument("--grad-checkpointing", action="store_true",
-                   help="recompute activations in backward: less memory for large models, about 1/3 more compute")
-    p.add_argument("--steps", type=positive_int, default=t.steps, help="optimiser steps")
-    p.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="images per step")
-    p.add_argument("--lr", type=positive_float, default=t.lr, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup", type=non_negative_int, default=t.warmup_steps, help="linear LR warm-up steps")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=t.lr_schedule, help="LR after warm-up")
-    p.add_argument("--ema-decay", type=probability, default=t.ema_decay, help="EMA decay of the weights")
-    p.add_argument("--grad-clip", type=float, default=t.grad_clip, help="max gradient norm (0: off)")
-    p.add_argument("--no-hflip", action="store_true", help="do not mirror training images at random")
-    p.add_argument("--balance", action="store_true", help="sample every class equally often (epoch = classes x ceil(N / classes))")
-    p.add_argument("--crop", choices=CROPS, default=dc.crop, help="folders: centre square, or a random window of a 9/8 larger one")
-    p.add_argument("--background", default=dc.background, help="folders: colour under transparent pixels (white, black, gray, #rrggbb)")
-    p.add_argument("--min-size", type=positive_int, default=dc.min_size, help="folders: skip images whose shorter side is smaller (px)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a TOML or JSON config file (a run's config.json repeats that run); flags override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved configuration as JSON (a valid --config file) and exit")
+    add_train_flags(p)
     p.add_argument("--cache-dir", type=Path, default=None, help="folders: decoded-image cache (default $DDPM_CACHE_DIR or ~/.cache/ddpm)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=t.precision, help="auto: bf16 where the hardware has it")
-    p.add_argument("--seed", type=int, default=t.seed, help="seed of weights, batches, steps and noise")
-    p.add_argument("--log-every", type=positive_int, default=t.log_every, help="steps between logged metrics")
-    p.add_argument("--sample-every", type=non_negative_int, default=t.sample_every, help="steps between TensorBoard sample grids (0: never)")
-    p.add_argument("--save-every", type=non_negative_int, default=t.save_every, help="steps between checkpoints (0: only at the end)")
-    p.add_argument("--snapshot-every", type=non_negative_int, default=t.snapshot_every,
-                   help="steps between full training-state snapshots for resuming (0: only on SIGTERM/SIGINT and at the end)")
-    p.add_argument("--keep-snapshots", type=positive_int, default=t.keep_snapshots, help="newest snapshots kept in OUT/snapshots")
     p.add_argument("--resume", default="auto",
                    help="auto: continue from the newest valid snapshot in --out; never: start fresh; or a snapshot file")
     _add_common(p)

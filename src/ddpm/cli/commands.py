@@ -10,43 +10,35 @@ from typing import Iterator
 
 from ddpm.common.errors import UserError
 from ddpm.common.outputs import check_output
-from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.runtime.device import resolve_device
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        model=ModelConfig(
-            image_size=args.image_size, channels=args.channels, base_channels=args.base_channels,
-            channel_mults=tuple(args.channel_mults), num_res_blocks=args.num_res_blocks,
-            attention_resolutions=tuple(args.attention_resolutions), dropout=args.dropout, cond=args.cond,
-            checkpointing=args.grad_checkpointing,
-        ),
-        diffusion=DiffusionConfig(
-            schedule=args.schedule, num_steps=args.timesteps, loss_weighting=args.loss_weighting,
-            prediction=args.prediction, cond_drop_prob=args.cond_drop,
-        ),
-        train=TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
-            lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
-            hflip=not args.no_hflip, precision=args.precision, log_every=args.log_every,
-            sample_every=args.sample_every, save_every=args.save_every, balance=args.balance,
-            snapshot_every=args.snapshot_every, keep_snapshots=args.keep_snapshots,
-        ),
-        data=DataConfig(source=args.data, crop=args.crop, background=args.background, min_size=args.min_size),
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from ddpm.launch import train_run
+    import sys
+
+    from ddpm.cli.train_flags import FLAG_NAMES, flags_table
+    from ddpm.launch import resume_base, train_run
+    from ddpm.resolve import resolve_config
     from ddpm.runtime.distributed import env_rank
 
-    config = config_from_args(args)
+    device = resolve_device(args.device)
+    config_file = args.config or resume_base(args.out, args.resume)
+    resolution = resolve_config(flags_table(args), config_file, device, FLAG_NAMES)
+    main = env_rank() == 0  # under torchrun, rank 0 alone prints
+    if args.print_config:
+        if main:
+            for note in resolution.notes:
+                sys.stderr.write(note + "\n")
+            print(resolution.config.to_json())
+        return
+    if main:
+        for note in resolution.notes:
+            print(note)
     with _one_line_warnings():
-        run = train_run(config, args.out, device=resolve_device(args.device), progress=not args.quiet,
+        run = train_run(resolution.config, args.out, device=device, progress=not args.quiet,
                         cache_dir=args.cache_dir, resume=args.resume)
-    if env_rank() != 0:  # under torchrun, rank 0 alone prints
+    if not main:
         return
     prompt = "" if run.conditioning == "none" else f" {run.class_names[0]}"
     print(f"run directory: {args.out}")

@@ -27,8 +27,7 @@ from PIL import Image, ImageOps
 
 from ddpm.common.errors import UserError
 
-from ddpm.config import CROPS  # center | random
-BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
+from ddpm.config import CROPS, parse_background  # center | random; white | black | gray | #rrggbb
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,6 @@ class DecodeSpec:
     @property
     def mode(self) -> str:
         return "L" if self.channels == 1 else "RGB"
-
-
-def parse_background(name: str) -> tuple[int, int, int]:
-    """'white' | 'black' | 'gray' | '#rrggbb' -> an RGB triple; ValueError otherwise."""
-    if name in BACKGROUNDS:
-        return BACKGROUNDS[name]
-    if len(name) == 7 and name.startswith("#"):
-        return tuple(int(name[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    raise ValueError(f"unknown background {name!r}; use white, black, gray or #rrggbb")
 
 
 def to_mode(im: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:

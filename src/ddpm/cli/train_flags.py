@@ -1,0 +1,152 @@
+"""The flags of `ddpm train` that set a config key: one table, from which the parser is built and the parsed flags
+become a nested table like a config file's (resolve.py applies it over the file, the data and the preset).
+
+A flag the user did not give is absent (argparse.SUPPRESS), so a preset, the data or a config file decides it. The
+parser only turns text into numbers; the range and choice checks are the config fields' own (config.check_value)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ddpm.common.parse import ascii_integer
+from ddpm.config import (
+    CONDITIONINGS,
+    CROPS,
+    LOSS_WEIGHTINGS,
+    LR_SCHEDULES,
+    PRECISIONS,
+    PREDICTIONS,
+    SCHEDULES,
+    DataConfig,
+    DiffusionConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from ddpm.presets import PRESETS
+from ddpm.resolve import PRESET_KEY
+
+
+def whole(text: str) -> int:
+    value = ascii_integer(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def whole_list(text: str) -> list[int]:
+    values = [ascii_integer(v) for v in text.split(",") if v.strip()]
+    if not values or any(v is None for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,2; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    key: str  # "section.field", or PRESET_KEY
+    help: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_M, _D, _T, _DATA = ModelConfig(), DiffusionConfig(), TrainConfig(), DataConfig()
+PRESET_HELP = "default: tiny for the built-in set; for a folder, base on a GPU and small on a CPU"
+DATA_HELP = "default: from the data (data/probe.py)"
+Kind = Callable[[str], Any]
+
+
+def _f(name: str, key: str, help: str, type: Kind | None = None, choices: tuple | None = None,
+       const: Any = None) -> Flag:
+    kwargs: dict[str, Any] = {}
+    if const is not None:
+        kwargs = {"action": "store_const", "const": const}
+    else:
+        kwargs["type"] = type or str
+        if choices:
+            kwargs["choices"] = choices
+    return Flag(name, key, help, kwargs)
+
+
+TRAIN_FLAGS: list[Flag] = [
+    _f("--data", "data.source", f"builtin:animal-shapes, or a folder with one subfolder per class (default: {_DATA.source})"),
+    _f("--model", PRESET_KEY, f"model size preset, README.md's table ({PRESET_HELP})", choices=tuple(PRESETS)),
+    _f("--image-size", "model.image_size", f"training resolution in px ({DATA_HELP})", whole),
+    _f("--channels", "model.channels", f"1 grey, 3 RGB ({DATA_HELP})", whole, choices=(1, 3)),
+    _f("--base-channels", "model.base_channels", "UNet width at full resolution (default: the preset's)", whole),
+    _f("--channel-mults", "model.channel_mults", "width multiplier per resolution level (default: the preset's)", whole_list),
+    _f("--num-res-blocks", "model.num_res_blocks", "residual blocks per level (default: the preset's)", whole),
+    _f("--attention-resolutions", "model.attention_resolutions", "feature-map sizes with self-attention (default: the preset's)", whole_list),
+    _f("--num-heads", "model.num_heads", f"attention heads (default: {_M.num_heads})", whole),
+    _f("--dropout", "model.dropout", f"dropout in residual blocks (default: {_M.dropout})", number),
+    _f("--cond", "model.cond", "class: class ids; text: captions (metadata.jsonl, else made from class names) through "
+       f"all-MiniLM-L6-v2; none: unconditional (default: {_M.cond})", choices=CONDITIONINGS),
+    _f("--grad-checkpointing", "model.checkpointing", "recompute activations in backward: less memory, about 1/3 "
+       "more compute", const=True),
+    _f("--schedule", "diffusion.schedule", f"noise schedule (default: {_D.schedule})", choices=SCHEDULES),
+    _f("--timesteps", "diffusion.num_steps", f"number of diffusion steps T (default: {_D.num_steps})", whole),
+    _f("--prediction", "diffusion.prediction", "what the network predicts: eps (the noise) or v (sqrt(ab) eps - "
+       f"sqrt(1-ab) x0) (default: {_D.prediction})", choices=PREDICTIONS),
+    _f("--loss-weighting", "diffusion.loss_weighting", f"weight on the loss per step (default: {_D.loss_weighting})",
+       choices=LOSS_WEIGHTINGS),
+    _f("--min-snr-gamma", "diffusion.min_snr_gamma", f"gamma of min-SNR weighting (default: {_D.min_snr_gamma})", number),
+    _f("--cond-drop", "diffusion.cond_drop_prob", "probability of dropping the class or caption, for guidance "
+       f"(default: {_D.cond_drop_prob})", number),
+    _f("--steps", "train.steps", "optimiser steps (default: the preset's)", whole),
+    _f("--batch-size", "train.batch_size", "images per micro-batch and rank (default: the preset's)", whole),
+    _f("--grad-accum", "train.grad_accum", "micro-batches per optimiser step: the global batch is batch size x ranks x "
+       f"this (default: {_T.grad_accum})", whole),
+    _f("--lr", "train.lr", "peak learning rate, AdamW (default: the preset's)", number),
+    _f("--warmup", "train.warmup_steps", "linear LR warm-up steps (default: 5%% of the steps, at most 1,000)", whole),
+    _f("--lr-schedule", "train.lr_schedule", f"LR after warm-up (default: {_T.lr_schedule}: decays to 0)",
+       choices=LR_SCHEDULES),
+    _f("--weight-decay", "train.weight_decay", f"AdamW weight decay (default: {_T.weight_decay})", number),
+    _f("--ema-rel-std", "train.ema_rel_std", "width of the power EMA of the weights as a fraction of the training "
+       f"so far (default: {_T.ema_rel_std}; training/optim.py)", number),
+    _f("--ema-decay", "train.ema_decay", "a fixed EMA decay instead of the power EMA (e.g. 0.9999)", number),
+    _f("--grad-clip", "train.grad_clip", f"max gradient norm, 0: off (default: {_T.grad_clip})", number),
+    _f("--no-hflip", "train.hflip", "do not mirror training images at random", const=False),
+    _f("--balance", "train.balance", "sample every class equally often (epoch = classes x ceil(N / classes))", const=True),
+    _f("--precision", "train.precision", "auto: bf16 where native (CUDA 8.0+, CPUs with AVX512-BF16/AMX), fp16 on "
+       f"older CUDA GPUs, else fp32 (default: {_T.precision})", choices=PRECISIONS),
+    _f("--threads", "train.threads", "CPU threads for training, 0: torch's default (all cores)", whole),
+    _f("--seed", "train.seed", f"seed of weights, batches, steps and noise (default: {_T.seed})", whole),
+    _f("--log-every", "train.log_every", f"steps between logged metrics (default: {_T.log_every})", whole),
+    _f("--sample-every", "train.sample_every", f"steps between sample grids, 0: never (default: {_T.sample_every})", whole),
+    _f("--save-every", "train.save_every", f"steps between checkpoints, 0: only at the end (default: {_T.save_every})", whole),
+    _f("--snapshot-every", "train.snapshot_every", "steps between training-state snapshots for resuming, 0: only on "
+       f"SIGTERM/SIGINT and at the end (default: {_T.snapshot_every})", whole),
+    _f("--keep-snapshots", "train.keep_snapshots", f"newest snapshots kept in OUT/snapshots (default: {_T.keep_snapshots})", whole),
+    _f("--crop", "data.crop", f"folders: centre square, or a random window of a 9/8 larger one (default: {_DATA.crop})",
+       choices=CROPS),
+    _f("--background", "data.background", f"folders: colour under transparent pixels, white, black, gray or #rrggbb "
+       f"(default: {_DATA.background})"),
+    _f("--min-size", "data.min_size", f"folders: skip images whose shorter side is smaller, px (default: {_DATA.min_size})", whole),
+]
+FLAG_NAMES = {f.key: f.name for f in TRAIN_FLAGS}
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    for f in TRAIN_FLAGS:
+        p.add_argument(f.name, dest=f.key, default=argparse.SUPPRESS, help=f.help, **f.kwargs)
+
+
+def flags_table(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the user set by flag, as a nested table {"preset": ..., "train": {"lr": ...}, ...}."""
+    table: dict[str, Any] = {}
+    for f in TRAIN_FLAGS:
+        if hasattr(args, f.key):
+            value = getattr(args, f.key)
+            if "." not in f.key:
+                table[f.key] = value
+            else:
+                section, name = f.key.split(".")
+                table.setdefault(section, {})[name] = value
+    return table
