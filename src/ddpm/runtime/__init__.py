@@ -1,2 +1,2 @@
-"""Where and how computation runs: the device and precision (device.py), ranks under torchrun (distributed.py), and
-progress bars (progress.py)."""
+"""Where and how computation runs: the device, precision and CPU threads (device.py), ranks under torchrun
+(distributed.py), and progress bars (progress.py)."""

@@ -1,7 +1,8 @@
 """The training loop (DDPM Algorithm 1): per-sample seeded batches with classifier-free condition dropout, the
-loss, AdamW with gradient clipping, the EMA; one code path for one process or many under torchrun (DDP). The
-optimisation policy is optim.py, the snapshot capture and restore state.py, the logging metrics.py; a SIGTERM or
-SIGINT stops at the end of a step after a snapshot, so the same command continues the run exactly."""
+loss, AdamW with gradient clipping, the EMA; one code path for one process or many under torchrun (DDP), with or
+without gradient accumulation. The optimisation policy is optim.py, one optimiser step's mechanics (micro-batches,
+fp16 loss scaling) step.py, the snapshot capture and restore state.py, the logging metrics.py; a SIGTERM or SIGINT
+stops at the end of a step after a snapshot, so the same command continues the run exactly."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ from ddpm.diffusion.forward import diffusion_loss, sample_timesteps
 from ddpm.diffusion.guidance import drop_condition
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet, count_parameters
-from ddpm.runtime.device import configure_device, resolve_precision, to_device
+from ddpm.runtime.device import autocast, configure_device, cpu_threads, resolve_precision, to_device
 from ddpm.runtime.distributed import World, any_rank, barrier
 from ddpm.text.bank import CaptionBank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.metrics import MetricsLog, preview_grid
-from ddpm.training.optim import ema_decay_for, ema_update, lr_factor, make_optimizer
+from ddpm.training.optim import ema_decay_for, lr_factor, make_optimizer
 from ddpm.training.snapshot import Snapshot
 from ddpm.training.state import SAMPLE_STREAM, TrainState, restore, seed_rank, write_snapshot
+from ddpm.training.step import gradient_sync, make_scaler, micro_batches, update_weights
 
 
 class TrainingInterrupted(Exception):
@@ -94,17 +96,23 @@ def train(
 ) -> TrainState:
     """Train a model described by `config` on `data`, writing config.json, metrics.jsonl, TensorBoard events,
     snapshots and checkpoint.safetensors into `out_dir`; continue from `resume` when given. Under torchrun every
-    rank calls this with its `world`: each step, rank r trains on its slice of the global batch of
-    batch_size x world_size images (DDP averages the gradients); rank 0 alone writes files.
+    rank calls this with its `world`: each optimiser step uses a global batch of batch_size x world_size x
+    grad_accum images, rank r training on its slice in grad_accum micro-batches (DDP averages the gradients, see
+    step.py); rank 0 alone writes files. Torch uses config.train.threads CPU threads meanwhile (0: its default).
     `text`: the captions and their embeddings of a text-conditioned model (config.model.cond == "text"); their
     unique captions are written to out_dir/captions.json (what `ddpm sample` compares prompts with).
     Raises TrainingInterrupted after a snapshot when SIGTERM or SIGINT arrives. Returns the final state."""
+    with cpu_threads(config.train.threads) as threads:
+        return _train(config, data, out_dir, torch.device(device), progress, world or World(), resume, text, threads)
+
+
+def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.device, progress: bool, world: World,
+           resume: Snapshot | None, text: CaptionBank | None, threads: int) -> TrainState:
     from tqdm.auto import tqdm
 
-    world = world or World()
-    device = torch.device(device)
     tc, dc = config.train, config.diffusion
-    per_rank, ranks = tc.batch_size, world.world_size
+    per_rank, ranks, accum = tc.batch_size, world.world_size, tc.grad_accum
+    global_batch = per_rank * ranks * accum
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / CONFIG_NAME)
@@ -115,8 +123,8 @@ def train(
     schedule = NoiseSchedule.create(dc.schedule, dc.num_steps)
     model = build_model(config, device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    state = TrainState(model, ema, make_optimizer(model, config))
     precision = resolve_precision(tc.precision, device)
+    state = TrainState(model, ema, make_optimizer(model, config), make_scaler(precision, device))
     position = {"epoch": 0, "offset": 0}
     if resume is not None:
         restore(state, resume, world, device, tc.seed)
@@ -124,42 +132,43 @@ def train(
     else:
         seed_rank(tc.seed, world.rank, 0)
     net = _wrap(model, world, device)
-    stream = make_stream(data.labels, per_rank * ranks, tc.seed, tc.balance, **position)  # the global stream
-    metrics = MetricsLog(out_dir, world, state.step, device)
+    stream = make_stream(data.labels, global_batch, tc.seed, tc.balance, **position)  # the global stream
+    metrics = MetricsLog(out_dir, world, state.step, device, {"global_batch": global_batch, "threads": threads})
 
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and world.is_main), desc="train",
                unit="step", dynamic_ncols=True)
     if world.is_main:
-        bar.write(f"model: {count_parameters(model) / 1e6:.2f}M parameters, {precision}, {len(data)} images, "
-                  f"{len(data.class_names)} classes, {tc.steps} steps, global batch {per_rank * ranks} = {per_rank} "
-                  f"per rank x {ranks} rank(s) ({world.backend or 'single process'}); {describe(stream)}")
+        micro = f" x {accum} micro-batches" if accum > 1 else ""
+        bar.write(f"model: {count_parameters(model) / 1e6:.2f}M parameters, {precision}, {threads} CPU thread(s), "
+                  f"{len(data)} images, {len(data.class_names)} classes, {tc.steps} steps, global batch "
+                  f"{global_batch} = {per_rank} per rank x {ranks} rank(s){micro} "
+                  f"({world.backend or 'single process'}); {describe(stream)}")
         if resume is not None:
             bar.write(f"resumed from {resume.path} at step {state.step} ({state.samples_seen:,} samples seen)")
     model.train()
     last_snapshot: Path | None = None
     with StopSignals() as stop:
         for step in range(state.step, tc.steps):
-            mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
-            idx = stream.next()[mine]  # this rank's shard of the global batch
-            keys = list(range(state.samples_seen, state.samples_seen + per_rank * ranks))[mine]
-            batch = draw_batch(data, idx, keys, tc.seed, tc.hflip, model.null_id, dc.cond_drop_prob, dc.num_steps,
-                               text)
-            x0, cond, t, noise = to_device(batch, device)
-
+            idx = stream.next()  # (B*R*N,) the global batch, samples k = samples_seen, samples_seen + 1, ...
             for g in state.optimizer.param_groups:
                 g["lr"] = tc.lr * lr_factor(step, tc.warmup(), tc.steps, tc.lr_schedule)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting, dc.min_snr_gamma,
-                                                 dc.prediction)
             state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP: gradients averaged over ranks here
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip, foreach=True)
-            state.optimizer.step()
-            ema_update(ema, model, ema_decay_for(step, tc.ema_decay, tc.ema_rel_std))
-
-            metrics.add(loss, per_sample, t, schedule.num_steps)
-            state.samples_seen += per_rank * ranks
+            parts = micro_batches(world.rank, per_rank, accum)  # this rank's B*N samples, N micro-batches of B
+            for i, part in enumerate(parts):
+                keys = list(range(state.samples_seen + part.start, state.samples_seen + part.stop))
+                batch = draw_batch(data, idx[part], keys, tc.seed, tc.hflip, model.null_id, dc.cond_drop_prob,
+                                   dc.num_steps, text)
+                x0, cond, t, noise = to_device(batch, device)
+                with gradient_sync(net, i == len(parts) - 1):  # DDP: gradients averaged over ranks on the last
+                    with autocast(device, precision):
+                        loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting,
+                                                         dc.min_snr_gamma, dc.prediction)
+                    share = loss / accum  # L_i / N: the N micro-batches' gradients add up to the global mean's
+                    state.scaler.scale(share).backward()
+                metrics.add(share, per_sample, t, schedule.num_steps)
+            update_weights(model, ema, state.optimizer, state.scaler, tc.grad_clip,
+                           ema_decay_for(step, tc.ema_decay, tc.ema_rel_std))
+            state.samples_seen += global_batch
             state.step = step + 1
             if state.step % tc.log_every == 0 or state.step == tc.steps:  # the only host syncs of the loop
                 n_steps = tc.log_every if state.step % tc.log_every == 0 else state.step % tc.log_every

@@ -2,8 +2,10 @@
 ranks), metrics.jsonl and TensorBoard (rank 0), the preview grids, and the training-curve plot read back from
 metrics.jsonl.
 
-metrics.jsonl: one JSON object per log point: step, loss (mean of the ranks' batch means), lr, images_per_s,
-epoch, samples_seen and loss_q0..loss_q3 (the unweighted MSE for each quarter of t, q0 = least noise).
+metrics.jsonl: one JSON object per log point: step, loss (mean of the ranks' batch means), lr, images_per_s
+(every micro-batch counted), epoch, samples_seen, loss_q0..loss_q3 (the unweighted MSE for each quarter of t,
+q0 = least noise), and what the loop passes as `fixed` (global_batch: images per optimiser step over all ranks and
+micro-batches; threads: CPU threads torch used).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class MetricsLog:
     at the same steps); rank 0 alone writes metrics.jsonl and TensorBoard. On resume, records after the snapshot
     (from the lost interval) are dropped, so each step is logged once."""
 
-    def __init__(self, out_dir: Path, world: World, start_step: int, device: torch.device) -> None:
-        self.world = world
+    def __init__(self, out_dir: Path, world: World, start_step: int, device: torch.device,
+                 fixed: dict[str, int] | None = None) -> None:
+        self.world, self.fixed = world, dict(fixed or {})  # fixed: values written in every record
         # accumulated on the training device: adding to them never waits for the device (no host sync per step)
         self.quarter = torch.zeros(4, dtype=torch.float64, device=device)
         self.quarter_n = torch.zeros(4, dtype=torch.float64, device=device)
@@ -47,6 +50,7 @@ class MetricsLog:
             self.writer = _summary_writer(out_dir, purge_step=start_step + 1 if start_step else None)
 
     def add(self, loss: torch.Tensor, per_sample: torch.Tensor, t: torch.Tensor, num_steps: int) -> None:
+        """One micro-batch: `loss` its share of the step's loss (its mean / N), per_sample and t (B,)."""
         q = t * 4 // num_steps
         self.quarter.index_add_(0, q, per_sample.detach().double())
         self.quarter_n.index_add_(0, q, torch.ones_like(q, dtype=torch.float64))
@@ -61,7 +65,7 @@ class MetricsLog:
         w = self.world.world_size
         record = {
             "step": step, "loss": float(loss_sum) / (n_steps * w), "lr": lr,
-            "images_per_s": self.seen * w / elapsed, "epoch": epoch, "samples_seen": samples_seen,
+            "images_per_s": self.seen * w / elapsed, "epoch": epoch, "samples_seen": samples_seen, **self.fixed,
             **{f"loss_q{i}": float(quarter[i] / quarter_n[i]) for i in range(4) if quarter_n[i] > 0},
         }
         if self.file is not None:
@@ -69,7 +73,7 @@ class MetricsLog:
             self.file.flush()
         if self.writer is not None:
             for k, v in record.items():
-                if k != "step":
+                if k != "step" and k not in self.fixed:  # the fixed values are no curves
                     self.writer.add_scalar(f"train/{k}", v, step)
         for acc in (self.quarter, self.quarter_n, self.loss_sum):
             acc.zero_()

@@ -23,11 +23,17 @@ from ddpm.config import RunConfig
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta over all parameters (the UNet has no buffers)."""
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, skipped: torch.Tensor | None = None) -> None:
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta over all parameters (the UNet has no buffers).
+    `skipped`: a 0-dim device tensor, > 0 when the optimiser skipped this step (fp16 overflow); then theta_ema stays
+    as it is. It is read on the device (the weight of the lerp becomes 0), so the step needs no host sync."""
     ema_p = list(ema.parameters())
     model_p = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
+    if skipped is None:
+        torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
+        return
+    weight = (skipped == 0).to(ema_p[0].dtype) * (1.0 - decay)  # 0-dim: 1 - decay, or 0 for a skipped step
+    torch._foreach_lerp_(ema_p, model_p, [weight] * len(ema_p))
 
 
 def ema_decay_at(step: int, decay: float) -> float:

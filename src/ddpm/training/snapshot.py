@@ -8,8 +8,10 @@ A snapshot is a safetensors file (nothing is unpickled on load, so a file cannot
             rng.torch.<rank>            each rank's global torch CPU generator state (uint8)
             rng.cuda.<rank>             each rank's CUDA generator state, when on a GPU
   metadata  format, format_version, config (the RunConfig JSON), step, payload_sha256 (sha256 over every
-            tensor's name, dtype, shape and bytes, in name order), state (JSON: samples seen, world size, data
-            stream position (epoch, offset), optimiser param groups, python and numpy RNG states per rank, ...)
+            tensor's name, dtype, shape and bytes, in name order), state (JSON: samples seen, world size, batch
+            per rank, grad_accum and global batch, data stream position (epoch, offset), optimiser param groups,
+            python and numpy RNG states per rank, grad_scaler: the fp16 GradScaler's state_dict (scale, growth
+            tracker, ...) or null in fp32/bf16, ...)
 
 Writing: common.files.write_safetensors (a temporary file in the same folder, fsync, rename over the final name,
 fsync of the folder), so a crash leaves either the old set of snapshots or the new one. Reading: a file that is

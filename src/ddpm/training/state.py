@@ -1,5 +1,6 @@
-"""The training state and its snapshots: what is captured (weights, EMA, optimiser, counters, data position and
-every rank's RNG states) and how it is restored on any number of ranks. The file format is training/snapshot.py."""
+"""The training state and its snapshots: what is captured (weights, EMA, optimiser, fp16 loss scaler, counters,
+data position and every rank's RNG states) and how it is restored on any number of ranks. The file format is
+training/snapshot.py. Snapshots are taken between optimiser steps only, never between micro-batches."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class TrainState:
     model: UNet
     ema: UNet
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))  # fp16
     step: int = 0
     samples_seen: int = 0  # training images used so far, summed over ranks (the global sample counter k)
     history: list[dict] = field(default_factory=list)
@@ -83,11 +85,19 @@ def capture(state: TrainState, config: RunConfig, stream: object, world: World, 
     tc = config.train
     meta = {
         "samples_seen": state.samples_seen, "world_size": world.world_size, "batch_size_per_rank": tc.batch_size,
-        "global_batch": tc.batch_size * world.world_size, "stream": stream.state(),  # type: ignore[attr-defined]
-        "optimizer": optim_json, "lr": state.optimizer.param_groups[0]["lr"], "rng": rng_json,
-        "grad_scaler": None,  # fp32 and bf16 need no loss scaling; an fp16 GradScaler's state_dict would go here
+        "grad_accum": tc.grad_accum, "global_batch": tc.batch_size * world.world_size * tc.grad_accum,
+        "stream": stream.state(), "optimizer": optim_json,  # type: ignore[attr-defined]
+        "lr": state.optimizer.param_groups[0]["lr"], "rng": rng_json, "grad_scaler": scaler_state(state),
     }
     return Snapshot(config, state.step, tensors, meta)
+
+
+def scaler_state(state: TrainState) -> dict | None:
+    """The fp16 GradScaler's state_dict (scale, growth and backoff factors, growth interval, the count of clean
+    steps: Python numbers, exact in JSON), or None in fp32 and bf16, which need no loss scaling."""
+    if not state.scaler.is_enabled():
+        return None
+    return state.scaler.state_dict()
 
 
 def write_snapshot(state: TrainState, config: RunConfig, stream: object, world: World, device: torch.device,
@@ -98,11 +108,15 @@ def write_snapshot(state: TrainState, config: RunConfig, stream: object, world: 
 
 
 def restore(state: TrainState, snap: Snapshot, world: World, device: torch.device, seed: int) -> None:
-    """Load weights, EMA, optimiser, counters and this rank's RNG states from `snap` (any world size)."""
+    """Load weights, EMA, optimiser, fp16 loss scaler, counters and this rank's RNG states from `snap` (any world
+    size)."""
     try:
         state.model.load_state_dict(snap.group("model"))
         state.ema.load_state_dict(snap.group("ema"))
         state.optimizer.load_state_dict(unflatten_optimizer(snap))
+        saved_scaler = snap.state.get("grad_scaler")
+        if state.scaler.is_enabled() and saved_scaler:  # fp16 continuing fp16; else a fresh scale, as at step 0
+            state.scaler.load_state_dict(saved_scaler)
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SnapshotError(f"snapshot {snap.path} does not fit this model ({first})") from None
