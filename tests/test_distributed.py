@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,28 +32,14 @@ TINY = ["--image-size", "16", "--base-channels", "8", "--channel-mults", "1,2", 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TIMEOUT = 120
 ACCUM_STEPS = 4 * EVERY  # the accumulating runs are shorter: each step is two micro-batches
-# `ddpm train` with config.train.grad_accum = 2 (the CLI has no flag for it yet)
-ACCUMULATE = textwrap.dedent("""
-    import sys
-    import ddpm.cli.commands as commands
-    from ddpm.cli import main
-    plain = commands.config_from_args
-    def accumulating(args):
-        config = plain(args)
-        config.train.grad_accum = 2
-        return config
-    commands.config_from_args = accumulating
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 def train_cmd(out: Path, nproc: int = 2, *torchrun_args: str, accum: int = 1) -> list[str]:
     launcher = [TORCHRUN, *(torchrun_args or ("--standalone",)), f"--nproc_per_node={nproc}"]
     if accum == 1:
         return [*launcher, "-m", "ddpm", "train", "--out", str(out), *TINY]
-    assert accum == 2
-    return [*launcher, "--no-python", sys.executable, "-c", ACCUMULATE, "train", "--out", str(out), *TINY,
-            "--steps", str(ACCUM_STEPS)]
+    return [*launcher, "-m", "ddpm", "train", "--out", str(out), *TINY, "--steps", str(ACCUM_STEPS),
+            "--grad-accum", str(accum)]
 
 
 class Launch:

@@ -184,6 +184,15 @@ class TrainConfig:
         return self.warmup_steps if self.warmup_steps is not None else min(1000, self.steps // 20)
 
 
+OPERATIONAL = ("precision", "threads", "log_every", "sample_every", "save_every", "snapshot_every", "keep_snapshots")
+
+
+def same_training(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether two training settings train the same model: all fields but how it runs and logs (OPERATIONAL)."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(TrainConfig)
+               if f.name not in OPERATIONAL)
+
+
 @dataclass
 class DataConfig:
     source: str = spec("builtin:animal-shapes", _text)

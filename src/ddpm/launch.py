@@ -12,7 +12,7 @@ import torch
 
 from ddpm.api import TrainedModel, load_run
 from ddpm.common.errors import UserError
-from ddpm.config import CONFIG_NAME, RunConfig
+from ddpm.config import CONFIG_NAME, RunConfig, same_training
 from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
@@ -68,7 +68,7 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     if path is not None and snap is None:
         snap = load_snapshot(path, verify=False)  # rank 0 verified the checksum
     if snap is not None and snap.step >= config.train.steps:
-        if snap.step == config.train.steps and snap.config.train == config.train:
+        if snap.step == config.train.steps and same_training(snap.config.train, config.train):
             if world.is_main:
                 _ensure_checkpoint(out, snap)
                 sys.stderr.write(f"{out} already finished at step {snap.step}; nothing to do (raise --steps to train "
@@ -90,7 +90,7 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
             warnings.warn(
                 f"snapshot at step {snap.step} was written by {saved_world} process(es) (global batch "
                 f"{snap.state['global_batch']}); continuing with {world.world_size} (global batch "
-                f"{config.train.batch_size * world.world_size}): the {snap.state['samples_seen']:,} samples seen so "
+                f"{config.train.batch_size * world.world_size * config.train.grad_accum}): the {snap.state['samples_seen']:,} samples seen so "
                 "far are kept and the data order continues where it stopped", SnapshotWarning)
     text = None
     if config.model.cond == "text":

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=7860, help="port to listen on")
     p.add_argument("--max-queue", type=positive_int, default=8, help="requests that may wait; more are refused (HTTP 429)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (CUDA if visible, else Apple MPS, else CPU), cpu, cuda[:N] or mps")
 
     p = sub.add_parser("noise", help="animate an image destroyed step by step under each schedule", formatter_class=fmt)
     p.add_argument("--image", type=Path, default=None, help="an image file (default: a zebra of the built-in dataset)")
@@ -186,7 +186,7 @@ def _add_force(p: argparse.ArgumentParser) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (CUDA if visible, else Apple MPS, else CPU), cpu, cuda[:N] or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
