@@ -64,7 +64,7 @@ def main() -> None:
     device = torch.device(args.device)
     configure_device(device)
     precision = resolve_precision("auto", device)
-    schedule = NoiseSchedule.create("cosine", 1000).to(device)
+    schedule = NoiseSchedule.create("cosine", 1000)
     print(f"device {device}, precision {precision}, threads {torch.get_num_threads()}, torch {torch.__version__}")
     print("| preset | size | parameters | GFLOPs/img forward | GFLOPs/img train | batch | images/s (median, min-max) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -11,7 +11,7 @@ go with it. The levels adapt to the image size: as many halvings as keep the low
 tiny is measured (docs/demo.md); base is DDPM's 35.7M CIFAR-10 network (Ho et al. 2020: 128 channels, 2 blocks,
 attention at 16 px, lr 2e-4) with one more level for 64 px; large follows improved-diffusion's ImageNet-64 shape
 (Nichol & Dhariwal 2021: multipliers 1,2,3,4, 3 blocks, attention at 32, 16 and 8 px, lr 1e-4); small sits between.
-Parameters, GFLOPs and images/s of each: README.md and bench/presets.py.
+Parameters and GFLOPs of each: README.md and bench/presets.py.
 """
 
 from __future__ import annotations
