@@ -41,16 +41,16 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-import ddpm.training.loop as loop
 from ddpm.config import LEGACY_DEFAULTS, RunConfig
 from ddpm.demo import demo_config
 from ddpm.launch import train_run
 from ddpm.network.unet import UNet
+from ddpm.training import loop
 from ddpm.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ddpm.training.optim import ema_decay_at, power_ema_gamma
 
@@ -99,7 +99,7 @@ class ShadowEMAs:
         self.calls = 0
         self.original = loop.ema_update
 
-    def __enter__(self) -> "ShadowEMAs":
+    def __enter__(self) -> ShadowEMAs:
         loop.ema_update = self.update
         return self
 
