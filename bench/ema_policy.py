@@ -11,7 +11,7 @@ Recipes (both: demo_config()'s 1.19M-parameter UNet, 28x28x1, builtin:animal-sha
   old   the defaults before config format 2 (config.LEGACY_DEFAULTS[1]): linear schedule, eps-prediction, no loss
         weighting, lr 2e-4 constant after 100 warm-up steps, fixed EMA decay 0.999
 
-BENCH-ONLY HOOK: for the duration of the run, `ddpm.training.loop.ema_update` (the name the loop calls) is replaced
+BENCH-ONLY HOOK: for the duration of the run, `ddpm.training.step_module.ema_update` (the name the loop calls) is replaced
 by a wrapper that first calls the original on the run's EMA, then calls the same original function on one shadow
 UNet per policy with that policy's decay for the same step (the loop's n-th call is optimiser step n - 1; the run
 must start fresh, so --out must not hold a run). Shadows start from the run's EMA before its first update, i.e. the
@@ -50,7 +50,7 @@ from ddpm.config import LEGACY_DEFAULTS, RunConfig
 from ddpm.demo import demo_config
 from ddpm.launch import train_run
 from ddpm.network.unet import UNet
-from ddpm.training import loop
+from ddpm.training import step as step_module
 from ddpm.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ddpm.training.optim import ema_decay_at, power_ema_gamma
 
@@ -91,22 +91,23 @@ def own_policy(config: RunConfig) -> str:
 
 
 class ShadowEMAs:
-    """The bench-only wrapper of loop.ema_update (see the module docstring)."""
+    """The bench-only wrapper of step_module.ema_update (see the module docstring)."""
 
     def __init__(self, table: dict[str, Callable[[int], float]], own: Callable[[int], float]) -> None:
         self.table, self.own = table, own
         self.shadows: dict[str, torch.nn.Module] = {}
         self.calls = 0
-        self.original = loop.ema_update
+        self.original = step_module.ema_update
 
     def __enter__(self) -> ShadowEMAs:
-        loop.ema_update = self.update
+        step_module.ema_update = self.update
         return self
 
     def __exit__(self, *exc: object) -> None:
-        loop.ema_update = self.original
+        step_module.ema_update = self.original
 
-    def update(self, ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    def update(self, ema: torch.nn.Module, model: torch.nn.Module, decay: float,
+               skipped: torch.Tensor | None = None) -> None:
         step = self.calls
         if step == 0:  # before the first update the run's EMA holds the initial weights
             self.shadows = {name: copy.deepcopy(ema) for name in self.table}
@@ -114,9 +115,9 @@ class ShadowEMAs:
         if decay != expected:
             raise RuntimeError(f"step {step}: the loop's decay {decay!r} is not its policy's {expected!r}; "
                                "did the run resume? (the hook needs a fresh run)")
-        self.original(ema, model, decay)
+        self.original(ema, model, decay, skipped)
         for name, fn in self.table.items():
-            self.original(self.shadows[name], model, fn(step))
+            self.original(self.shadows[name], model, fn(step), skipped)
         self.calls += 1
 
 
