@@ -11,7 +11,7 @@ Recipes (both: demo_config()'s 1.19M-parameter UNet, 28x28x1, builtin:animal-sha
   old   the defaults before config format 2 (config.LEGACY_DEFAULTS[1]): linear schedule, eps-prediction, no loss
         weighting, lr 2e-4 constant after 100 warm-up steps, fixed EMA decay 0.999
 
-BENCH-ONLY HOOK: for the duration of the run, `ddpm.training.step_module.ema_update` (the name the loop calls) is replaced
+BENCH-ONLY HOOK: for the duration of the run, `ddpm.training.step.ema_update` (the name the optimiser step calls) is replaced
 by a wrapper that first calls the original on the run's EMA, then calls the same original function on one shadow
 UNet per policy with that policy's decay for the same step (the loop's n-th call is optimiser step n - 1; the run
 must start fresh, so --out must not hold a run). Shadows start from the run's EMA before its first update, i.e. the
@@ -91,7 +91,7 @@ def own_policy(config: RunConfig) -> str:
 
 
 class ShadowEMAs:
-    """The bench-only wrapper of step_module.ema_update (see the module docstring)."""
+    """The bench-only wrapper of training.step.ema_update (see the module docstring)."""
 
     def __init__(self, table: dict[str, Callable[[int], float]], own: Callable[[int], float]) -> None:
         self.table, self.own = table, own
