@@ -40,3 +40,34 @@ def untrained_run(out, num_classes: int = 10):
     config.save(out / "config.json")
     save_checkpoint(out / CHECKPOINT_NAME, config, model, copy.deepcopy(model), 0)
     return out
+
+
+def serving(make_app):
+    """A context manager running uvicorn in a thread on a free loopback port: make_app(port) -> the ASGI app (the
+    port first, since the app's Host check names it). Yields the base URL; stops the server on exit."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def running():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn.Config(make_app(port), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        end = time.monotonic() + 30
+        while not srv.started:
+            assert time.monotonic() < end and thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            srv.should_exit = True
+            thread.join(10)
+
+    return running()

@@ -24,9 +24,12 @@ def run(tmp_path_factory):
     return load_run(untrained_run(tmp_path_factory.mktemp("serve") / "run"))
 
 
+LOCAL = "http://127.0.0.1:7860"  # create_app's default Access: the loopback names on port 7860
+
+
 @pytest.fixture(scope="module")
 def client(run):
-    with TestClient(create_app(run, "tiny")) as c:
+    with TestClient(create_app(run, "tiny"), base_url=LOCAL) as c:
         yield c
 
 
@@ -183,7 +186,7 @@ class Gate:
 
 def test_queue_runs_fifo_reports_positions_and_refuses_overflow(run):
     gate = Gate()
-    with TestClient(create_app(run, "tiny", max_waiting=2, work=gate)) as c:
+    with TestClient(create_app(run, "tiny", max_waiting=2, work=gate), base_url=LOCAL) as c:
         ids = []
         for seed in range(3):  # the first runs, the next two wait
             r = c.post("/api/jobs", json={"prompt": "cat", "seed": seed})
@@ -203,7 +206,7 @@ def test_queue_runs_fifo_reports_positions_and_refuses_overflow(run):
 def test_a_failing_job_fails_alone_and_the_server_goes_on(run):
     gate = Gate()
     gate.release.set()
-    with TestClient(create_app(run, "tiny", work=gate)) as c:
+    with TestClient(create_app(run, "tiny", work=gate), base_url=LOCAL) as c:
         bad = c.post("/api/jobs", json={"prompt": "bird", "seed": 1}).json()["id"]
         good = c.post("/api/jobs", json={"prompt": "cat", "seed": 2}).json()["id"]
         _until(lambda: c.get(f"/api/jobs/{good}").json()["state"] == "done")

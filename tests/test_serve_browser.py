@@ -7,19 +7,16 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import untrained_run
+from helpers import serving, untrained_run
 from PIL import Image
 
 from ddpm.api import load_run
 from ddpm.pictures.pngmeta import read_png_metadata as read_settings
-from ddpm.serve import create_app
+from ddpm.serve import Access, create_app
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # Without the network-related flags Chromium tries to reach update and sync services, which a closed network refuses.
@@ -36,28 +33,11 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     run = load_run(untrained_run(tmp_path_factory.mktemp("browser") / "run"))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(run, "tiny-run"), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(lambda port: create_app(run, "tiny-run", access=Access.for_server("127.0.0.1", port))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

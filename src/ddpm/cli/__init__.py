@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=7860, help="port to listen on")
     p.add_argument("--max-queue", type=positive_int, default=8, help="requests that may wait; more are refused (HTTP 429)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also answer pages from this origin (scheme://host[:port], e.g. a reverse proxy's public URL); "
+                        "repeatable. Without it only the server's own page may call it")
     p.add_argument("--device", default="auto", help="auto (CUDA if visible, else Apple MPS, else CPU), cpu, cuda[:N] or mps")
 
     p = sub.add_parser("noise", help="animate an image destroyed step by step under each schedule", formatter_class=fmt)

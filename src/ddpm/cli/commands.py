@@ -101,10 +101,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from ddpm.api import load_run
-    from ddpm.serve import serve
+    from ddpm.serve import Access, check_port, serve
 
+    access = Access.for_server(args.host, args.port, tuple(args.allow_origin))  # options first, then the model
+    check_port(args.host, args.port)
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue)
+    serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue, access=access)
 
 
 def _describe_row(row) -> str:

@@ -4,10 +4,12 @@ Why FastAPI + uvicorn: a typed, tested HTTP stack (keep-alive, slow clients, HTT
 with a TestClient that tests the routes in-process. The page is plain HTML and JavaScript served from the package
 (no CDN: it works offline).
 
+Every request passes guard.py first (Host and Origin checks, 403; the threat model is written there).
 Routes (JSON errors are {"error": "<one line>"}):
     GET  /                          the page
     GET  /api/info                  classes, samplers, limits, defaults, checkpoint
-    POST /api/jobs                  a request (request.py) -> 202 {"id", "position"}; 400 bad input; 429 queue full
+    POST /api/jobs                  a request (request.py), Content-Type application/json only (else 415)
+                                    -> 202 {"id", "position"}; 400 bad input; 429 queue full
     GET  /api/jobs/{id}             state, queue position, step / steps, ETA, error, result links
     GET  /api/jobs/{id}/preview.png the latest x0 prediction
     GET  /api/jobs/{id}/grid.png    the grid; /images/{j}.png image j (?download=1: as an attachment)
@@ -34,6 +36,7 @@ from ddpm.api import TrainedModel
 from ddpm.common.errors import UserError
 from ddpm.diffusion.sampling import SAMPLERS
 from ddpm.serve.generate import Generation, generate
+from ddpm.serve.guard import Access, Guard
 from ddpm.serve.jobs import DONE, Job, JobQueue, QueueFull
 from ddpm.serve.prompt import resolve_request
 from ddpm.serve.request import Limits, parse_request, request_defaults
@@ -55,8 +58,9 @@ def generation_work(run: TrainedModel, checkpoint: str) -> Work:
 
 
 def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, limits: Limits | None = None,
-               work: Work | None = None) -> FastAPI:
-    """The FastAPI app over `run`; `work` replaces the generation (tests). app.state.queue is its JobQueue."""
+               work: Work | None = None, access: Access | None = None) -> FastAPI:
+    """The FastAPI app over `run`; `work` replaces the generation (tests). app.state.queue is its JobQueue. `access`:
+    who may use it (default: this machine's loopback names on DEFAULT_PORT)."""
     limits = limits or Limits(max_steps=run.schedule.num_steps)
     queue = JobQueue(work or generation_work(run, checkpoint), max_waiting=max_waiting)
     @contextlib.asynccontextmanager
@@ -66,6 +70,7 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
 
     app = FastAPI(title="ddpm", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.queue = queue
+    app.add_middleware(Guard, access=access or Access.for_server("127.0.0.1", DEFAULT_PORT))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(StarletteHTTPException)
@@ -96,6 +101,9 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
 
     @app.post("/api/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":  # a page on another site cannot send this without a CORS preflight
+            raise HTTPException(415, f"send the request as Content-Type application/json (got {media_type[:60] or 'none'!r})")
         try:
             payload = await request.json()
         except ValueError:
@@ -181,13 +189,14 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(run: TrainedModel, checkpoint: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          max_waiting: int = 8) -> None:
-    """Run the web UI until Ctrl-C. Binds 127.0.0.1 (this machine only) unless told otherwise."""
+          max_waiting: int = 8, access: Access | None = None) -> None:
+    """Run the web UI until Ctrl-C. Binds 127.0.0.1 (this machine only) unless told otherwise; `access` defaults to
+    Access.for_server(host, port) (no other origins)."""
     import uvicorn
 
     check_port(host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(run, checkpoint, max_waiting=max_waiting), host=host, port=port,
-                                           log_level="warning"))
+    app = create_app(run, checkpoint, max_waiting=max_waiting, access=access or Access.for_server(host, port))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     shown = f"[{host}]" if ":" in host else host
 
     def announce() -> None:  # once the socket listens, so the printed URL works when it appears
