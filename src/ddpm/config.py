@@ -173,7 +173,10 @@ class TrainConfig:
     precision: str = spec("auto", _choice(*PRECISIONS))  # auto: runtime/device.resolve_precision
     threads: int = spec(0, _whole(0))  # CPU threads for training (0: torch's default, all cores)
     log_every: int = spec(50, _whole(1))
-    sample_every: int = spec(500, _whole(0))  # TensorBoard sample grid every N steps (0: never)
+    sample_every: int = spec(500, _whole(0))  # RUN/samples/step-N.png and TensorBoard grid every N steps (0: never)
+    eval_every: int = spec(0, _whole(0))  # measure quality every N steps, keep best.safetensors (0: never)
+    eval_samples: int = spec(0, _whole(0))  # images per such evaluation (0: sized to ~10% of the training time)
+    eval_classifier: str = spec("", _text)  # a domain classifier file: per-class accuracy in those evaluations
     save_every: int = spec(1000, _whole(0))  # checkpoint every N steps (and at the end)
     snapshot_every: int = spec(500, _whole(0))  # full training-state snapshot every N steps (and on signals, end)
     keep_snapshots: int = spec(3, _whole(1))  # snapshots kept in RUN/snapshots (the newest)
@@ -184,7 +187,8 @@ class TrainConfig:
         return self.warmup_steps if self.warmup_steps is not None else min(1000, self.steps // 20)
 
 
-OPERATIONAL = ("precision", "threads", "log_every", "sample_every", "save_every", "snapshot_every", "keep_snapshots")
+OPERATIONAL = ("precision", "threads", "log_every", "sample_every", "save_every", "snapshot_every", "keep_snapshots",
+               "eval_every", "eval_samples", "eval_classifier")
 
 
 def same_training(a: TrainConfig, b: TrainConfig) -> bool:

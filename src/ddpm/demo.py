@@ -53,10 +53,9 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     from ddpm.launch import train_run
     from ddpm.pictures.grid import make_grid
     from ddpm.pictures.noising import named_schedules, save_noising
-    from ddpm.pictures.pages import write_run_index
     from ddpm.pictures.trajectory import Trajectory, save_trajectory
     from ddpm.runtime.progress import SamplingBar, chain
-    from ddpm.training.metrics import plot_training_curve
+    from ddpm.training.watch import refresh_page
 
     out = free_run_dir(out)
     run = train_run(demo_config(steps), out, device=device, progress=progress)
@@ -70,7 +69,6 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     paths.update(save_trajectory(traj, out / "trajectory.gif", PER_CLASS, run.class_names, scale=1))
     paths.update(save_noising(example_image(64), named_schedules(["linear", "cosine"], 1000), out / "noising.gif",
                               num_frames=40, seed=0))
-    paths["training curve"] = plot_training_curve(out / "metrics.jsonl", out / "training_curve.png")
-    paths["index page"] = write_run_index(out)
+    paths.update(refresh_page(out))  # the training curve and the index page, now with the pictures above
     paths["run directory"] = out
     return paths

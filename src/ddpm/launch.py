@@ -20,6 +20,7 @@ from ddpm.runtime.distributed import World, broadcast_object, init, shutdown
 from ddpm.text.bank import build_caption_bank
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.loop import train
+from ddpm.training.watch import Evaluator
 from ddpm.training.snapshot import (
     SNAPSHOT_DIR,
     Snapshot,
@@ -33,7 +34,8 @@ from ddpm.training.snapshot import (
 
 
 def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True,
-              cache_dir: str | Path | None = None, resume: str | Path = "auto") -> TrainedModel:
+              cache_dir: str | Path | None = None, resume: str | Path = "auto",
+              evaluator: Evaluator | None = None) -> TrainedModel:
     """Load the dataset named in config.data.source, record its classes in the config, train, and return the
     trained model (EMA weights). Under torchrun, every rank calls this (see runtime/distributed.py).
     `resume`: "auto" continues from the newest valid snapshot in out_dir (a finished run asked again with the same
@@ -41,7 +43,8 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
     refuses a directory that holds a checkpoint or snapshots; a path continues from that snapshot file (or a run
     directory's newest), into an out_dir that holds no other run. Every mode refuses an out_dir that holds files but
     no run (no config.json, checkpoint or snapshots).
-    `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm)."""
+    `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm).
+    `evaluator`: measures quality every config.train.eval_every steps (evaluation.during.TrainingEval; rank 0's)."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
@@ -54,13 +57,15 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
         with warnings.catch_warnings():
             if not world.is_main:  # rank 0 alone reports skipped files and resume notes
                 warnings.simplefilter("ignore")
-            return _train_in_world(config, out, device, progress and world.is_main, cache_dir, resume, world)
+            return _train_in_world(config, out, device, progress and world.is_main, cache_dir, resume, world,
+                                   evaluator)
     finally:
         shutdown(world)
 
 
 def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress: bool,
-                    cache_dir: str | Path | None, resume: str | Path, world: World) -> TrainedModel:
+                    cache_dir: str | Path | None, resume: str | Path, world: World,
+                    evaluator: Evaluator | None = None) -> TrainedModel:
     snap, error = (_choose_snapshot(out, resume) if world.is_main else (None, None))
     path, error = broadcast_object(world, (snap.path if snap else None, error))
     if error:
@@ -95,7 +100,8 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     text = None
     if config.model.cond == "text":
         text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None)
-    state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text)
+    state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text,
+                  evaluator=evaluator if world.is_main else None)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)
     return TrainedModel(config, state.ema.eval(), schedule, state.step, device, out)
 

@@ -35,9 +35,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     if main:
         for note in resolution.notes:
             print(note)
+    tc = resolution.config.train
+    evaluator = None
+    if tc.eval_every and main:  # rank 0 alone evaluates
+        from ddpm.evaluation.during import TrainingEval
+
+        evaluator = TrainingEval(args.out, tc.eval_samples, tc.eval_classifier, args.cache_dir, device)
     with _one_line_warnings():
         run = train_run(resolution.config, args.out, device=device, progress=not args.quiet,
-                        cache_dir=args.cache_dir, resume=args.resume)
+                        cache_dir=args.cache_dir, resume=args.resume, evaluator=evaluator)
     if not main:
         return
     prompt = "" if run.conditioning == "none" else f" {run.class_names[0]}"

@@ -119,7 +119,14 @@ TRAIN_FLAGS: list[Flag] = [
     _f("--threads", "train.threads", "CPU threads for training, 0: torch's default (all cores)", whole),
     _f("--seed", "train.seed", f"seed of weights, batches, steps and noise (default: {_T.seed})", whole),
     _f("--log-every", "train.log_every", f"steps between logged metrics (default: {_T.log_every})", whole),
-    _f("--sample-every", "train.sample_every", f"steps between sample grids, 0: never (default: {_T.sample_every})", whole),
+    _f("--sample-every", "train.sample_every", "steps between sample grids (OUT/samples/step-N.png), 0: never "
+       f"(default: {_T.sample_every})", whole),
+    _f("--eval-every", "train.eval_every", "steps between quality measurements while training (KID on Inception "
+       "features, and per-class accuracy with --eval-classifier), the best kept as OUT/best.safetensors; 0: never "
+       f"(default: {_T.eval_every})", whole),
+    _f("--eval-samples", "train.eval_samples", "images per such measurement (default: sized to cost about 10%% of "
+       "the training time, fixed at the first)", whole),
+    _f("--eval-classifier", "train.eval_classifier", "a domain classifier (ddpm classifier train) for --eval-every"),
     _f("--save-every", "train.save_every", f"steps between checkpoints, 0: only at the end (default: {_T.save_every})", whole),
     _f("--snapshot-every", "train.snapshot_every", "steps between training-state snapshots for resuming, 0: only on "
        f"SIGTERM/SIGINT and at the end (default: {_T.snapshot_every})", whole),

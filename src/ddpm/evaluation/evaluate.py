@@ -48,6 +48,7 @@ class EvalSettings:
     inception_weights: str | None = None  # a file with Inception logits, for the standard IS
     kid_subsets: int = 100
     kid_subset_size: int = 1_000
+    max_real: int = 0  # compare against at most this many real images, a fixed seeded subset (0: all of the split)
 
     def to_dict(self, num_train_steps: int) -> dict[str, Any]:
         """JSON-ready and flat (eval.json's "settings"), the sampling steps resolved for T = num_train_steps."""
@@ -89,6 +90,10 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     if settings.num_samples < 2:
         raise UserError(f"--num-samples must be at least 2, got {settings.num_samples}")
     real = load_reference(run, settings, cache_dir, progress)
+    real_images = real.images  # (R, C, H, W) uint8
+    if 0 < settings.max_real < len(real_images):  # the same subset every time: seeded by the sampling seed
+        keep = torch.randperm(len(real_images), generator=torch.Generator().manual_seed(settings.sampling.seed))
+        real_images = real_images[keep[:settings.max_real].sort().values]
     if classifier is not None:
         cc, mc = classifier.config, run.config.model
         if (cc.image_size, cc.channels) != (mc.image_size, mc.channels):
@@ -101,7 +106,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     per_class = math.ceil(settings.num_samples / k)
     sampling = settings.sampling.resolved(run.schedule.num_steps)
     out: dict[str, Any] = {"settings": settings.to_dict(run.schedule.num_steps), "checkpoint_step": run.step, "classes": run.class_names,
-                           "num_generated": per_class * k, "num_real": len(real), "metrics": {}, "seconds": {},
+                           "num_generated": per_class * k, "num_real": len(real_images), "metrics": {}, "seconds": {},
                            "warnings": []}
     timings, results = out["seconds"], out["metrics"]
 
@@ -146,16 +151,16 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["classifier_test_accuracy"] = classifier.config.test_accuracy
         mean, std = metrics.inception_score(probs, splits=min(10, len(probs)), seed=sampling.seed)
         results["classifier_score"] = {"mean": mean, "std": std, "max": k}
-        ref, _ = cached_features(classifier.name, real.images, lambda: extract(classifier.pooled_features, real.images, 256),
+        ref, _ = cached_features(classifier.name, real_images, lambda: extract(classifier.pooled_features, real_images, 256),
                                  cache_dir, meta={"split": settings.split})
         results["classifier_fid"] = metrics.frechet_distance(ref, fake_pooled)
         timings["classifier"] = t_clf + time.perf_counter() - t0
 
     if settings.inception:
         t0 = time.perf_counter()
-        log(f"Inception features of {len(real)} real images (cached after the first time)")
-        ref, hit = cached_features(net.name, real.images,
-                                   lambda: _extract(net, real.images, 50, "eval: Inception features of real images", progress),
+        log(f"Inception features of {len(real_images)} real images (cached after the first time)")
+        ref, hit = cached_features(net.name, real_images,
+                                   lambda: _extract(net, real_images, 50, "eval: Inception features of real images", progress),
                                    cache_dir, meta={"split": settings.split})
         timings["inception_reference" + ("_cached" if hit else "")] = time.perf_counter() - t0
         timings["inception_generated"] = t_gen
@@ -175,9 +180,9 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         timings["inception_score"] = t_is + time.perf_counter() - t0
 
     if "fid" in results or "classifier_fid" in results:
-        n = min(len(fake), len(real))
+        n = min(len(fake), len(real_images))
         if n < UNBIASED_FID_SAMPLES:
-            out["warnings"].append(f"FID and KID from {len(fake)} generated and {len(real)} real images: FID is biased "
+            out["warnings"].append(f"FID and KID from {len(fake)} generated and {len(real_images)} real images: FID is biased "
                                    f"upward at small N (KID is not, but is noisy); compare numbers only at equal N")
     return out, fake
 

@@ -96,16 +96,34 @@ def _missing(acc: float | None) -> bool:
     return acc is None or (isinstance(acc, float) and math.isnan(acc))
 
 
-def run_index(run_dir: Path) -> str:
-    """The index page of a run directory: every picture of RUN_PICTURES that exists, the eval numbers when an
-    eval.json exists, and links to the config and metrics."""
+def run_index(run_dir: Path, evals: list[dict[str, Any]] | None = None) -> str:
+    """The index page of a run directory: how to use it, every picture of RUN_PICTURES that exists, the first and the
+    latest sample grid written while training (samples/step-N.png), the evaluations while training (`evals`: the
+    records of training.metrics.read_evals), the eval numbers when an eval.json exists, the main settings of its
+    config.json, and links to the files."""
     run_dir = Path(run_dir)
     body = [f'<p class="muted">Run directory <code>{esc(run_dir)}</code>. Sample from it: '
             f"<code>ddpm sample --checkpoint {esc(run_dir)} cat</code>; browse it: "
-            f"<code>ddpm serve --checkpoint {esc(run_dir)}</code>.</p>"]
+            f"<code>ddpm serve --checkpoint {esc(run_dir)}</code>; measure it: "
+            f"<code>ddpm eval --checkpoint {esc(run_dir)}</code>.</p>"]
     for name, title, caption, zoom in RUN_PICTURES:
         if (run_dir / name).is_file():
             body += [f"<h2>{esc(title)}</h2>", figure(name, caption, title, zoom, _width(run_dir / name) if zoom != 1 else None)]
+    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    if grids:
+        body.append("<h2>Samples while training</h2>")
+        for path in dict.fromkeys([grids[0], grids[-1]]):  # first and latest (once when they are the same)
+            step = path.stem.split("-")[-1].lstrip("0") or "0"
+            body.append(figure(f"samples/{path.name}", f"step {step}: the EMA model, the same seeds every time",
+                               f"samples at step {step}", 2, _width(path)))
+    if evals:
+        best = min((r for r in evals if r.get("eval_score") is not None), key=lambda r: r["eval_score"], default=None)
+        names = list(dict.fromkeys(k for r in evals for k in r["eval"]))
+        rows = [(r["step"], *(_number(r["eval"].get(k)) for k in names),
+                 "best.safetensors" if r is best else "") for r in evals]
+        body += ["<h2>Evaluations while training</h2>", table(rows, ("step", *names, "")),
+                 f'<p class="muted">best by {esc(best["eval_metric"]) if best else "-"} (lower is better); '
+                 "20 DDIM steps, guidance 3, the same seeds each time.</p>"]
     for rel in EVAL_FILES:
         path = run_dir / rel
         if path.is_file():
@@ -117,14 +135,42 @@ def run_index(run_dir: Path) -> str:
                 body[-1] += f' · <a href="{esc(str(report.relative_to(run_dir)))}">the full report</a>'
             body[-1] += "</p>"
             break
-    files = [n for n in ("config.json", "metrics.jsonl") if (run_dir / n).is_file()]
+    settings = _settings(run_dir / "config.json")
+    if settings:
+        body += ["<h2>Configuration</h2>", table(settings, ("setting", "value"))]
+    files = [n for n in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "best.safetensors")
+             if (run_dir / n).is_file()]
     if files:
         body += ["<h2>Files</h2>", "<ul>" + "".join(f'<li><a href="{esc(n)}">{esc(n)}</a></li>' for n in files) + "</ul>"]
     return page(f"ddpm run: {run_dir.name}", body)
 
 
-def write_run_index(run_dir: Path) -> Path:
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return f"{int(value)}"
+    return f"{value:.4g}" if isinstance(value, (int, float)) else ""
+
+
+# (section, key) of config.json shown on a run's page; the rest is one click away in config.json
+SHOWN_SETTINGS = (("data", "source"), ("model", "image_size"), ("model", "channels"), ("model", "base_channels"),
+                  ("model", "channel_mults"), ("model", "cond"), ("diffusion", "schedule"),
+                  ("diffusion", "prediction"), ("diffusion", "loss_weighting"), ("train", "steps"),
+                  ("train", "batch_size"), ("train", "grad_accum"), ("train", "lr"), ("train", "ema_rel_std"),
+                  ("train", "precision"))
+
+
+def _settings(path: Path) -> list[tuple[str, str]]:
+    """(section.key, value) rows of a config.json's main settings; [] when it is absent or unreadable."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [(f"{sec}.{key}", json.dumps(config[sec][key])) for sec, key in SHOWN_SETTINGS
+            if isinstance(config.get(sec), dict) and key in config[sec]]
+
+
+def write_run_index(run_dir: Path, evals: list[dict[str, Any]] | None = None) -> Path:
     """Write run_dir/index.html (run_index) and return its path."""
     out = Path(run_dir) / "index.html"
-    write_text_atomic(out, run_index(Path(run_dir)))
+    write_text_atomic(out, run_index(Path(run_dir), evals))
     return out

@@ -1,8 +1,9 @@
 """The training loop (DDPM Algorithm 1): per-sample seeded batches with classifier-free condition dropout, the
 loss, AdamW with gradient clipping, the EMA; one code path for one process or many under torchrun (DDP), with or
 without gradient accumulation. The optimisation policy is optim.py, one optimiser step's mechanics (micro-batches,
-fp16 loss scaling) step.py, the snapshot capture and restore state.py, the logging metrics.py; a SIGTERM or SIGINT
-stops at the end of a step after a snapshot, so the same command continues the run exactly."""
+fp16 loss scaling) step.py, the snapshot capture and restore state.py, the logging metrics.py, what rank 0 writes
+to watch the run (sample PNGs, evaluations, best.safetensors, index.html) watch.py; a SIGTERM or SIGINT stops at the
+end of a step after a snapshot, so the same command continues the run exactly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import copy
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ from ddpm.training.optim import ema_decay_for, lr_factor, make_optimizer
 from ddpm.training.snapshot import Snapshot
 from ddpm.training.state import SAMPLE_STREAM, TrainState, restore, seed_rank, write_snapshot
 from ddpm.training.step import gradient_sync, make_scaler, micro_batches, update_weights
+from ddpm.training.watch import BEST_NAME, Evaluator, refresh_page, write_sample_png
 
 
 class TrainingInterrupted(Exception):
@@ -93,6 +96,7 @@ def train(
     world: World | None = None,
     resume: Snapshot | None = None,
     text: CaptionBank | None = None,
+    evaluator: Evaluator | None = None,
 ) -> TrainState:
     """Train a model described by `config` on `data`, writing config.json, metrics.jsonl, TensorBoard events,
     snapshots and checkpoint.safetensors into `out_dir`; continue from `resume` when given. Under torchrun every
@@ -101,13 +105,15 @@ def train(
     step.py); rank 0 alone writes files. Torch uses config.train.threads CPU threads meanwhile (0: its default).
     `text`: the captions and their embeddings of a text-conditioned model (config.model.cond == "text"); their
     unique captions are written to out_dir/captions.json (what `ddpm sample` compares prompts with).
+    `evaluator`: measures the EMA model every config.train.eval_every steps on rank 0 (watch.py).
     Raises TrainingInterrupted after a snapshot when SIGTERM or SIGINT arrives. Returns the final state."""
     with cpu_threads(config.train.threads) as threads:
-        return _train(config, data, out_dir, torch.device(device), progress, world or World(), resume, text, threads)
+        return _train(config, data, out_dir, torch.device(device), progress, world or World(), resume, text, threads,
+                      evaluator)
 
 
 def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.device, progress: bool, world: World,
-           resume: Snapshot | None, text: CaptionBank | None, threads: int) -> TrainState:
+           resume: Snapshot | None, text: CaptionBank | None, threads: int, evaluator: Evaluator | None) -> TrainState:
     from tqdm.auto import tqdm
 
     tc, dc = config.train, config.diffusion
@@ -147,6 +153,7 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
             bar.write(f"resumed from {resume.path} at step {state.step} ({state.samples_seen:,} samples seen)")
     model.train()
     last_snapshot: Path | None = None
+    t_trained = time.perf_counter()  # training time since the last evaluation starts here
     with StopSignals() as stop:
         for step in range(state.step, tc.steps):
             idx = stream.next()  # (B*R*N,) the global batch, samples k = samples_seen, samples_seen + 1, ...
@@ -177,11 +184,27 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             bar.update(1)
-            if world.is_main and metrics.writer is not None and tc.sample_every and state.step % tc.sample_every == 0:
+            if world.is_main and tc.sample_every and state.step % tc.sample_every == 0:
                 preview = text.preview() if text is not None else torch.arange(len(data.class_names))
-                metrics.writer.add_image("samples/ema", preview_grid(ema, schedule, preview, device, dc.prediction), state.step)
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # no draw of training's
+                    grid = preview_grid(ema, schedule, preview, device, dc.prediction)
+                write_sample_png(grid, out_dir, state.step)
+                if metrics.writer is not None:
+                    metrics.writer.add_image("samples/ema", grid, state.step)
+            if world.is_main and evaluator is not None and tc.eval_every and state.step % tc.eval_every == 0:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    point = evaluator(state.step, ema, config, time.perf_counter() - t_trained)
+                for note in point.notes:
+                    bar.write(note)
+                best = metrics.log_eval(state.step, point)
+                if best:
+                    save_checkpoint(out_dir / BEST_NAME, config, model, ema, state.step)
+                bar.write(f"eval at step {state.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in point.values.items())
+                          + f" ({point.seconds:.0f} s)" + (f"; the best {point.metric} so far: {BEST_NAME}" if best else ""))
+                t_trained = time.perf_counter()  # the evaluation's time is not training time
             if world.is_main and tc.save_every and state.step % tc.save_every == 0 and state.step != tc.steps:
                 save_checkpoint(out_dir / CHECKPOINT_NAME, config, model, ema, state.step)
+                refresh_page(out_dir)
             stopping = any_rank(world, stop.signum is not None) and state.step < tc.steps
             if stopping or (tc.snapshot_every and state.step % tc.snapshot_every == 0 and state.step < tc.steps):
                 last_snapshot = write_snapshot(state, config, stream, world, device, out_dir)
@@ -194,6 +217,7 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
     metrics.close()
     if world.is_main:  # the checkpoint first: a final snapshot means "finished, checkpoint written"
         save_checkpoint(out_dir / CHECKPOINT_NAME, config, model, ema, state.step)
+        refresh_page(out_dir)
     write_snapshot(state, config, stream, world, device, out_dir)
     barrier(world)
     return state

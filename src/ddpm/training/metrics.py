@@ -5,7 +5,9 @@ metrics.jsonl.
 metrics.jsonl: one JSON object per log point: step, loss (mean of the ranks' batch means), lr, images_per_s
 (every micro-batch counted), epoch, samples_seen, loss_q0..loss_q3 (the unweighted MSE for each quarter of t,
 q0 = least noise), and what the loop passes as `fixed` (global_batch: images per optimiser step over all ranks and
-micro-batches; threads: CPU threads torch used).
+micro-batches; threads: CPU threads torch used). Evaluations while training (watch.py) are records of their own:
+{"step", "eval": {name: value}, "eval_metric": the score's name, "eval_score": lower is better, "eval_seconds"}
+(read_metrics skips them; read_evals reads them).
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ class MetricsLog:
         self.loss_sum = torch.zeros(1, dtype=torch.float64, device=device)
         self.seen, self.t_log = 0, time.perf_counter()
         self.file, self.writer = None, None
+        self.best_score = None
         if world.is_main:
             path = out_dir / "metrics.jsonl"
             kept = [line for line in (path.read_text().splitlines() if start_step and path.exists() else [])
                     if line.strip() and json.loads(line)["step"] <= start_step]
             write_text_atomic(path, "".join(line + "\n" for line in kept))  # the records before the snapshot
+            scores = [r["eval_score"] for r in map(json.loads, kept) if r.get("eval_score") is not None]
+            self.best_score: float | None = min(scores) if scores else None  # best.safetensors' score, on resume
             self.file = open(path, "a", encoding="utf-8")
             self.writer = _summary_writer(out_dir, purge_step=start_step + 1 if start_step else None)
 
@@ -79,6 +84,24 @@ class MetricsLog:
             acc.zero_()
         self.seen, self.t_log = 0, time.perf_counter()
         return record
+
+    def log_eval(self, step: int, point) -> bool:
+        """Write an evaluation (watch.EvalPoint) to metrics.jsonl and TensorBoard (eval/<name>); rank 0 only.
+        Returns whether its score is the best so far (then the loop writes best.safetensors)."""
+        record = {"step": step, "eval": point.values, "eval_metric": point.metric, "eval_score": point.score,
+                  "eval_seconds": round(point.seconds, 3)}
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.writer is not None:
+            for k, v in point.values.items():
+                self.writer.add_scalar(f"eval/{k}", v, step)
+        if point.score is None or not math.isfinite(point.score):
+            return False
+        if self.best_score is None or point.score < self.best_score:
+            self.best_score = point.score
+            return True
+        return False
 
     def close(self) -> None:
         if self.file is not None:
@@ -115,8 +138,23 @@ QUARTERS = ("[0, T/4)", "[T/4, T/2)", "[T/2, 3T/4)", "[3T/4, T)")  # the t range
 
 
 def read_metrics(metrics_path: Path) -> list[dict]:
-    """The records of a metrics JSON-lines file (blank lines skipped). Raises ValueError when there is none, when a
-    line is not a JSON object, or when a record lacks "step" or "loss"."""
+    """The training records of a metrics JSON-lines file (blank lines and evaluation records skipped). Raises
+    ValueError when there is none, when a line is not a JSON object, or when a record lacks "step" or "loss"."""
+    records = [r for r in _records(metrics_path) if "eval" not in r]
+    for n, rec in enumerate(records, start=1):
+        if "step" not in rec or "loss" not in rec:
+            raise ValueError(f"{metrics_path}: training record {n} is not a record with 'step' and 'loss'")
+    if not records:
+        raise ValueError(f"{metrics_path} is empty: it holds no metrics records")
+    return records
+
+
+def read_evals(metrics_path: Path) -> list[dict]:
+    """The evaluation records of a metrics file (MetricsLog.log_eval), in order; [] when there are none."""
+    return [r for r in _records(metrics_path) if isinstance(r.get("eval"), dict) and "step" in r]
+
+
+def _records(metrics_path: Path) -> list[dict]:
     records = []
     for n, line in enumerate(Path(metrics_path).read_text().splitlines(), start=1):
         if not line.strip():
@@ -125,11 +163,9 @@ def read_metrics(metrics_path: Path) -> list[dict]:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{metrics_path}:{n} is not valid JSON: {e}") from None
-        if not isinstance(rec, dict) or "step" not in rec or "loss" not in rec:
+        if not isinstance(rec, dict):
             raise ValueError(f"{metrics_path}:{n} is not a record with 'step' and 'loss'")
         records.append(rec)
-    if not records:
-        raise ValueError(f"{metrics_path} is empty: it holds no metrics records")
     return records
 
 
