@@ -133,3 +133,37 @@ def test_every_run_gets_an_index_page(tmp_path):
     assert (out / "training_curve.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert f"<td>{config['train']['steps']}</td>" in page
+
+
+def test_wandb_offline_logs_curves_evaluations_and_grids(tmp_path, monkeypatch):
+    """--log wandb with WANDB_MODE=offline: no network, the run's W&B log in OUT/wandb holds the curves, the
+    evaluations and the grids (the keys and values are plain text inside its protobuf records)."""
+    pytest.importorskip("wandb", reason="wandb is in the test extra; pip install -e '.[test]'")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    train_run(watched(4, log="wandb", log_every=2, sample_every=4, eval_every=2), out, progress=False,
+              evaluator=Scripted([0.25, 0.125]))
+    logs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    data = logs[0].read_bytes()
+    for needle in (b"train/loss", b"train/lr", b"eval/kid", b"0.125", b"samples/ema"):
+        assert needle in data, needle
+    assert (out / "wandb-run-id").read_text().strip() in logs[0].name
+
+
+def test_log_wandb_without_wandb_is_one_line(tmp_path, monkeypatch):
+    import builtins
+
+    from ddpm.common.errors import UserError
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("no wandb")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.raises(UserError, match="pip install wandb"):
+        train_run(watched(2, log="wandb"), tmp_path / "run", progress=False)

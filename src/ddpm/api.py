@@ -218,5 +218,6 @@ def run_files(path: str | Path) -> list[Path]:
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    own = [CHECKPOINT_NAME, CONFIG_NAME, "metrics.jsonl", "captions.json", SNAPSHOT_DIR, "tb"]
+    own = [CHECKPOINT_NAME, CONFIG_NAME, "metrics.jsonl", "captions.json", SNAPSHOT_DIR, "tb", "best.safetensors",
+           "samples", "index.html", "training_curve.png", "wandb", "wandb-run-id"]  # what training writes (watch.py)
     return [path, *(path.parent / name for name in own)]

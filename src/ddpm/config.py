@@ -21,6 +21,7 @@ LOSS_WEIGHTINGS = ("none", "min-snr")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CROPS = ("center", "random")
+LOGGERS = ("tensorboard", "wandb", "none")  # wandb: TensorBoard and Weights & Biases (training/metrics.py)
 MAX_TIMESTEPS = 100_000  # the most diffusion steps T a schedule may have
 
 # What a format-1 config.json meant by a key it does not hold: the defaults before format 2. Every format-1 writer
@@ -173,6 +174,7 @@ class TrainConfig:
     precision: str = spec("auto", _choice(*PRECISIONS))  # auto: runtime/device.resolve_precision
     threads: int = spec(0, _whole(0))  # CPU threads for training (0: torch's default, all cores)
     log_every: int = spec(50, _whole(1))
+    log: str = spec("tensorboard", _choice(*LOGGERS))  # where curves and grids go beside metrics.jsonl
     sample_every: int = spec(500, _whole(0))  # RUN/samples/step-N.png and TensorBoard grid every N steps (0: never)
     eval_every: int = spec(0, _whole(0))  # measure quality every N steps, keep best.safetensors (0: never)
     eval_samples: int = spec(0, _whole(0))  # images per such evaluation (0: sized to ~10% of the training time)
@@ -187,7 +189,7 @@ class TrainConfig:
         return self.warmup_steps if self.warmup_steps is not None else min(1000, self.steps // 20)
 
 
-OPERATIONAL = ("precision", "threads", "log_every", "sample_every", "save_every", "snapshot_every", "keep_snapshots",
+OPERATIONAL = ("precision", "threads", "log_every", "log", "sample_every", "save_every", "snapshot_every", "keep_snapshots",
                "eval_every", "eval_samples", "eval_classifier")
 
 

@@ -14,6 +14,7 @@ from ddpm.common.parse import ascii_integer
 from ddpm.config import (
     CONDITIONINGS,
     CROPS,
+    LOGGERS,
     LOSS_WEIGHTINGS,
     LR_SCHEDULES,
     PRECISIONS,
@@ -118,6 +119,9 @@ TRAIN_FLAGS: list[Flag] = [
        f"older CUDA GPUs, else fp32 (default: {_T.precision})", choices=PRECISIONS),
     _f("--threads", "train.threads", "CPU threads for training, 0: torch's default (all cores)", whole),
     _f("--seed", "train.seed", f"seed of weights, batches, steps and noise (default: {_T.seed})", whole),
+    _f("--log", "train.log", "where curves and sample grids go beside metrics.jsonl: tensorboard (OUT/tb), wandb "
+       "(TensorBoard and Weights & Biases; needs `pip install wandb`; WANDB_MODE=offline works without a network), "
+       f"none (default: {_T.log})", choices=LOGGERS),
     _f("--log-every", "train.log_every", f"steps between logged metrics (default: {_T.log_every})", whole),
     _f("--sample-every", "train.sample_every", "steps between sample grids (OUT/samples/step-N.png), 0: never "
        f"(default: {_T.sample_every})", whole),

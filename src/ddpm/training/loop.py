@@ -139,7 +139,8 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
         seed_rank(tc.seed, world.rank, 0)
     net = _wrap(model, world, device)
     stream = make_stream(data.labels, global_batch, tc.seed, tc.balance, **position)  # the global stream
-    metrics = MetricsLog(out_dir, world, state.step, device, {"global_batch": global_batch, "threads": threads})
+    metrics = MetricsLog(out_dir, world, state.step, device, {"global_batch": global_batch, "threads": threads},
+                         tc.log, config.to_dict())
 
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and world.is_main), desc="train",
                unit="step", dynamic_ncols=True)
@@ -189,8 +190,7 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # no draw of training's
                     grid = preview_grid(ema, schedule, preview, device, dc.prediction)
                 write_sample_png(grid, out_dir, state.step)
-                if metrics.writer is not None:
-                    metrics.writer.add_image("samples/ema", grid, state.step)
+                metrics.log_image("samples/ema", grid, state.step)
             if world.is_main and evaluator is not None and tc.eval_every and state.step % tc.eval_every == 0:
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     point = evaluator(state.step, ema, config, time.perf_counter() - t_trained)

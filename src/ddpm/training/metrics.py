@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import time
 from pathlib import Path
 
 import torch
 
+from ddpm.common.errors import UserError
 from ddpm.common.files import write_text_atomic
 from ddpm.diffusion.forward import as_eps_model
 from ddpm.diffusion.sampler import PerSampleNoise, sample
@@ -35,14 +38,14 @@ class MetricsLog:
     (from the lost interval) are dropped, so each step is logged once."""
 
     def __init__(self, out_dir: Path, world: World, start_step: int, device: torch.device,
-                 fixed: dict[str, int] | None = None) -> None:
+                 fixed: dict[str, int] | None = None, log: str = "tensorboard", config: dict | None = None) -> None:
         self.world, self.fixed = world, dict(fixed or {})  # fixed: values written in every record
         # accumulated on the training device: adding to them never waits for the device (no host sync per step)
         self.quarter = torch.zeros(4, dtype=torch.float64, device=device)
         self.quarter_n = torch.zeros(4, dtype=torch.float64, device=device)
         self.loss_sum = torch.zeros(1, dtype=torch.float64, device=device)
         self.seen, self.t_log = 0, time.perf_counter()
-        self.file, self.writer = None, None
+        self.file, self.writer, self.wandb = None, None, None
         self.best_score = None
         if world.is_main:
             path = out_dir / "metrics.jsonl"
@@ -52,7 +55,10 @@ class MetricsLog:
             scores = [r["eval_score"] for r in map(json.loads, kept) if r.get("eval_score") is not None]
             self.best_score: float | None = min(scores) if scores else None  # best.safetensors' score, on resume
             self.file = open(path, "a", encoding="utf-8")
-            self.writer = _summary_writer(out_dir, purge_step=start_step + 1 if start_step else None)
+            if log != "none":
+                self.writer = _summary_writer(out_dir, purge_step=start_step + 1 if start_step else None)
+            if log == "wandb":
+                self.wandb = _wandb_run(out_dir, config or {}, start_step)
 
     def add(self, loss: torch.Tensor, per_sample: torch.Tensor, t: torch.Tensor, num_steps: int) -> None:
         """One micro-batch: `loss` its share of the step's loss (its mean / N), per_sample and t (B,)."""
@@ -76,10 +82,7 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
-        if self.writer is not None:
-            for k, v in record.items():
-                if k != "step" and k not in self.fixed:  # the fixed values are no curves
-                    self.writer.add_scalar(f"train/{k}", v, step)
+        self._scalars({f"train/{k}": v for k, v in record.items() if k != "step" and k not in self.fixed}, step)
         for acc in (self.quarter, self.quarter_n, self.loss_sum):
             acc.zero_()
         self.seen, self.t_log = 0, time.perf_counter()
@@ -93,9 +96,7 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
-        if self.writer is not None:
-            for k, v in point.values.items():
-                self.writer.add_scalar(f"eval/{k}", v, step)
+        self._scalars({f"eval/{k}": v for k, v in point.values.items()}, step)
         if point.score is None or not math.isfinite(point.score):
             return False
         if self.best_score is None or point.score < self.best_score:
@@ -103,11 +104,31 @@ class MetricsLog:
             return True
         return False
 
+    def _scalars(self, values: dict[str, float], step: int) -> None:
+        """Curves to TensorBoard and W&B (the fixed values are no curves: they stay in metrics.jsonl)."""
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
+
+    def log_image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        """A (C, H, W) float grid in [0, 1] to TensorBoard and W&B."""
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step)
+        if self.wandb is not None:
+            import wandb
+
+            pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+            self.wandb.log({tag: wandb.Image(pixels)}, step=step)
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 @torch.no_grad()
@@ -132,6 +153,23 @@ def _summary_writer(out_dir: Path, purge_step: int | None = None):
         return None
     return SummaryWriter(str(out_dir / "tb"), purge_step=purge_step)
 
+
+
+WANDB_ID = "wandb-run-id"  # the run's W&B id, so a resumed run continues the same W&B run
+
+
+def _wandb_run(out_dir: Path, config: dict, start_step: int):
+    """A W&B run logging into out_dir/wandb (project "ddpm", named after the run directory; WANDB_MODE, WANDB_PROJECT
+    and the other WANDB_* variables apply). UserError when wandb is not installed."""
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--log wandb needs Weights & Biases: pip install wandb (or use --log tensorboard)") from None
+    id_file = out_dir / WANDB_ID
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(8)  # W&B ids: [a-z0-9]
+    write_text_atomic(id_file, run_id + "\n")
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "ddpm"), name=out_dir.name, id=run_id,
+                      resume="allow", dir=str(out_dir), config=config)
 
 
 QUARTERS = ("[0, T/4)", "[T/4, T/2)", "[T/2, 3T/4)", "[3T/4, T)")  # the t ranges of loss_q0..loss_q3
