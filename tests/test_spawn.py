@@ -17,6 +17,8 @@ from ddpm.data.folder import scan_folder
 from ddpm.data.transforms import DecodeSpec
 
 SRC = Path(datacache.__file__).resolve().parents[1]  # src/ddpm
+# the interpreters started here import the ddpm under test, whatever folder they run in
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC.parent), os.environ.get("PYTHONPATH")]))}
 
 # Run in a fresh interpreter: force spawn before anything starts a process, decode large folders in parallel
 # whatever their size, and record the start method of every pool the cache builder opens.
@@ -44,8 +46,9 @@ finally:
 
 def run_spawned(body: str, env_cache: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
     code = SPAWNED.format(body="\n".join("    " + line for line in body.strip().splitlines()))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "DDPM_CACHE_DIR": str(env_cache)})
+    # cwd: `ddpm data inspect` writes its contact sheet into the current folder
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          cwd=env_cache.parent, env={**ENV, "DDPM_CACHE_DIR": str(env_cache)})
     found = re.search(r"START METHODS (.*)", done.stderr)
     return done, json.loads(found.group(1)) if found else []
 
