@@ -64,7 +64,7 @@ def test_fresh_virtualenv_pip_install_trains_prompts_and_evaluates_offline(tmp_p
     # PYTHONPATH would put this checkout's src/ in front of what the venv installed, and a user site would add
     # packages the venv lacks: both would hide a missing dependency
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYTHONNOUSERSITE="1", HOME=str(tmp_path / "home"), DDPM_CACHE_DIR=str(tmp_path / "cache"))
+    env.update(PYTHONNOUSERSITE="1", DDPM_CACHE_DIR=str(tmp_path / "cache"))  # HOME kept: pip's download cache
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     timings = {}
     t0 = time.monotonic()
