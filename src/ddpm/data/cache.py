@@ -8,6 +8,10 @@ the class names and every file's (relative path, class, byte size, mtime): any a
 touched file gives a new key and a rebuild; the superseded entry of the same folder and spec is deleted.
 The .npy is complete before its .json is written (both atomically via common.files, from per-process temporary
 files), so an interrupted build is never used and processes building the same entry at once (ranks) do not collide.
+Large folders are decoded by a process pool started the platform's way (`multiprocessing.get_context()`: fork on
+Linux up to Python 3.13, spawn on Windows and macOS, or whatever the program set with set_start_method): Windows
+has no fork, and fork is unsafe on macOS. Under spawn each worker imports ddpm once (seconds, paid once per pool),
+which PARALLEL_FROM amortises; what crosses to a worker is only module-level functions and plain data.
 Only one batch is ever copied into RAM (`MappedImages.__getitem__`); the dataset itself stays on disk.
 """
 
@@ -15,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,7 @@ from ddpm.data.transforms import DecodeSpec, decode_image
 
 CACHE_FORMAT = 1
 MAX_PIXELS = 89_478_485  # PIL's own limit (a 0.25 GB RGB bitmap): more is treated as a decompression bomb
-PARALLEL_FROM = 256  # files; smaller folders are decoded in-process
+PARALLEL_FROM = 256  # files; smaller folders are decoded in-process (a spawned worker's start costs seconds)
 
 
 def default_cache_dir() -> Path:
@@ -150,7 +154,8 @@ def _decode_into(tmp: Path, index: FolderIndex, spec: DecodeSpec, min_size: int,
     kept, skipped, sizes, modes = [], [], [], []
     jobs = [(f.path, spec, min_size) for f in index.files]
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 and n >= PARALLEL_FROM else None
+    parallel = workers > 1 and n >= PARALLEL_FROM
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context()) if parallel else None
     results = pool.map(_decode_star, jobs, chunksize=16) if pool else map(_decode_star, jobs)
     try:
         for i, (arr, reason, size, mode) in enumerate(tqdm(results, total=n, desc="decoding images into the cache",

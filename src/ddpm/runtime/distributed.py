@@ -5,17 +5,31 @@ those variables this is a world of one and every collective is a no-op.
 Backend: nccl when the device is CUDA, gloo on CPU (so the tests run multi-process on a laptop). Small control
 messages (stop flags, RNG states, fingerprints) always go through a gloo group on CPU tensors, so they never
 wait on, or synchronise, a GPU stream.
+
+SLURM: torchrun is the one launcher. `srun python -m ddpm train` with several tasks (SLURM_PROCID and
+SLURM_NTASKS > 1 set, no RANK/WORLD_SIZE) is refused in one line that shows the launch to use instead, one
+torchrun per node (`check_launcher`); one task (SLURM_NTASKS=1) is simply a world of one. We refuse rather than
+read SLURM's variables because (1) torchrun's --max-restarts restarts a dead worker inside the allocation, losing
+at most one snapshot interval, where a bare srun step just fails; (2) the rendezvous host and port are chosen once,
+in the sbatch script, where a user can read and change them, not inside ddpm from a parse of SLURM's compressed
+host list and a port it would have to guess; (3) under srun's --gpus-per-task binding a task may see only its own
+GPU, so cuda:SLURM_LOCALID would be the wrong device; (4) one launcher is one code path, the one the tests run
+(kill -9 restarts, SIGTERM, a two-node rendezvous). examples/slurm/ has the sbatch scripts.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ddpm.common.errors import UserError
+from ddpm.common.parse import ascii_integer
 
 
 @dataclass
@@ -36,8 +50,37 @@ class World:
         return self.rank == 0
 
 
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+def launched_by_torchrun(environ: Mapping[str, str] = os.environ) -> bool:
+    return "RANK" in environ and "WORLD_SIZE" in environ
+
+
+def check_launcher(command: str, environ: Mapping[str, str] = os.environ) -> None:
+    """A UserError when SLURM started several tasks of `ddpm COMMAND` without torchrun: each would be a separate
+    run of world size 1 writing the same --out (see the module docstring for why this is refused, not supported).
+    One SLURM task, torchrun (with or without SLURM) and no launcher at all pass."""
+    if launched_by_torchrun(environ) or "SLURM_PROCID" not in environ:
+        return
+    # srun sets SLURM_STEP_NUM_TASKS for the tasks it starts; SLURM_NTASKS alone is the allocation's (sbatch -n)
+    tasks = _slurm_count(environ, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+    if tasks is None or tasks <= 1:
+        return
+    nodes = _slurm_count(environ, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES") or 1
+    per_node = str(tasks // nodes) if tasks % nodes == 0 else "GPUS_PER_NODE"
+    raise UserError(
+        f"{tasks} SLURM tasks but no torchrun (SLURM_PROCID set, no RANK/WORLD_SIZE): each task would be a separate "
+        f"ddpm {command} writing the same --out; start one torchrun per node instead: "
+        f"srun --ntasks-per-node=1 torchrun --nnodes={nodes} --nproc_per_node={per_node} --rdzv-backend=c10d "
+        '--rdzv-endpoint="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 '
+        f'--rdzv-id="$SLURM_JOB_ID" --max-restarts=3 -m ddpm {command} ... (examples/slurm/ has sbatch scripts)')
+
+
+def _slurm_count(environ: Mapping[str, str], *names: str) -> int | None:
+    """The first of these SLURM variables that holds a whole number (None when none does)."""
+    for name in names:
+        value = ascii_integer(environ.get(name, ""))
+        if value is not None:
+            return value
+    return None
 
 
 def env_rank() -> int:
@@ -45,9 +88,11 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def init(device: torch.device) -> tuple[World, torch.device]:
+def init(device: torch.device, command: str = "train") -> tuple[World, torch.device]:
     """Join the process group described by the environment; returns the world and this rank's device
-    (`cuda` becomes `cuda:LOCAL_RANK`). A world of one never creates a process group."""
+    (`cuda` becomes `cuda:LOCAL_RANK`). A world of one never creates a process group. `command` (train, eval)
+    names what to relaunch in check_launcher's error."""
+    check_launcher(command)
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return World(), device
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

