@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
 from ddpm.diffusion.sampling import DEFAULT_STEPS, EVAL_SAMPLING, SAMPLERS, VARIANCES, SamplingConfig
 from ddpm.diffusion.schedule import MAX_TIMESTEPS
 
@@ -196,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         getattr(commands, f"cmd_{args.command}")(args)
-    except UserError as e:
-        sys.stderr.write(f"ddpm {args.command}: error: {e}\n")
+    except UserError as e:  # as_text: a path or prompt that is not UTF-8 reads as it does on stdout (common/ostext)
+        sys.stderr.write(f"ddpm {args.command}: error: {as_text(str(e))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

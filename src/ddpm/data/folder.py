@@ -6,7 +6,9 @@ Layouts:
                                      {"file_name": "<path relative to this metadata.jsonl>", "text": str | [str]}
   ROOT/<image> + metadata.jsonl      a captioned folder without classes: one class named after ROOT
 Class names: a folder name from Animals-10 (Italian) is translated (cane -> dog) and keeps its Italian name as an
-alias; any other name is used as is. Classes are ordered by their final name, so the order is stable.
+alias; any other name is used as is, made text here (common/ostext.as_text: a byte that is not UTF-8 becomes \\xNN), so
+that the name printed, stored in the checkpoint and the PNGs, and matched against prompts is one string everywhere.
+Classes are ordered by their final name, so the order is stable.
 Decoding happens later (cache.py); here only `os.stat` is called, which finds empty and unreadable files.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METADATA = "metadata.jsonl"
@@ -50,7 +53,9 @@ class FolderIndex:
 
 
 def class_name(folder: str) -> str:
-    return ANIMALS10.get(folder.lower(), folder)
+    """The class a folder's name (as listed by the OS, possibly surrogate-escaped) stands for (see the module doc)."""
+    text = as_text(folder)
+    return ANIMALS10.get(text.lower(), text)
 
 
 def _is_image(p: Path) -> bool:
@@ -120,9 +125,9 @@ def scan_folder(root: Path) -> FolderIndex:
             raise UserError(f"two class folders under {root} map to the same class ({sorted(names.values())}); rename one")
         class_dirs.sort(key=lambda d: names[d])
         groups = [(names[d], _image_paths(d, recursive=True)) for d in class_dirs]
-        aliases = {names[d]: [d.name] for d in class_dirs if names[d] != d.name}
+        aliases = {names[d]: [as_text(d.name)] for d in class_dirs if names[d] != as_text(d.name)}
     elif captions and _image_paths(root, recursive=False):
-        groups, aliases = [(root.name or "all", _image_paths(root, recursive=False))], {}
+        groups, aliases = [(as_text(root.name) or "all", _image_paths(root, recursive=False))], {}
     else:
         raise UserError(f"{root} has no class subfolders; put each class's images in a subfolder named after it")
     files: list[FileEntry] = []
