@@ -349,3 +349,48 @@ def test_as_text_makes_any_os_string_text_and_leaves_text_alone():
     for odd in ("\ud800", "a\udcffb\ud800", os.fsdecode(b"\xff\xfe")):
         assert as_text(odd).encode("utf-8") and as_text(as_text(odd)) == as_text(odd)
 
+
+# --- part 7: an image that declares enormous dimensions is skipped unread --------------------------------------------
+
+def test_a_header_declaring_9400x9400_is_skipped_before_decoding(tmp_path, monkeypatch):
+    import ddpm.data.cache as cache
+    from data_trees import header_only_png
+
+    from ddpm.data.transforms import DecodeSpec
+
+    header_only_png(tmp_path / "big.png", 9400, 9400)
+    monkeypatch.setattr(cache, "decode_image", lambda *_: pytest.fail("decoded a file over the pixel limit"))
+    arr, reason, *_ = cache.decode_file(tmp_path / "big.png", DecodeSpec(16, 3), 16)
+    assert arr is None and reason == "decompression bomb (9400x9400 pixels; at most 67,108,864 are read)"
+
+
+def test_the_pixel_limit_is_one_number_read_from_the_header(tmp_path, monkeypatch):
+    import ddpm.data.transforms as transforms
+    from data_trees import header_only_png
+
+    monkeypatch.setattr(transforms, "MAX_PIXELS", 110)
+    header_only_png(tmp_path / "at.png", 10, 11)
+    header_only_png(tmp_path / "over.png", 11, 11)
+    with transforms.open_image(tmp_path / "at.png") as im:
+        assert im.size == (10, 11)
+    with pytest.raises(transforms.ImageTooLarge, match=r"11x11 pixels; at most 110"):
+        with transforms.open_image(tmp_path / "over.png"):
+            pass
+
+
+def test_inspect_train_and_noise_skip_or_refuse_a_9400x9400_header(world, capsys):
+    from data_trees import header_only_png
+
+    header_only_png(world / "data" / "cat" / "big.png", 9400, 9400)
+    argv = ["data", "inspect", str(world / "data"), "--sheet", str(world / "s.png"), "--cache-dir", str(world / "c"),
+            "--quiet"]
+    assert main(argv) == 0
+    assert f"{world / 'data' / 'cat' / 'big.png'}: decompression bomb (9400x9400 pixels" in capsys.readouterr().out
+    with pytest.warns(UserWarning) as caught:  # the CLI prints each as one line: ddpm: warning: ...
+        assert main(["train", "--data", str(world / "data"), "--out", str(world / "r"), "--cache-dir",
+                     str(world / "c"), *TINY_TRAIN]) == 0
+    assert [str(w.message) for w in caught if "big.png" in str(w.message)] == [
+        f"skipping {world / 'data' / 'cat' / 'big.png'}: decompression bomb (9400x9400 pixels; at most 67,108,864 are "
+        "read)"]
+    refused_unchanged(["noise", "--image", str(world / "data" / "cat" / "big.png"), "--out", str(world / "m.gif")],
+                      world, capsys, "cannot read image", "decompression bomb (9400x9400")
