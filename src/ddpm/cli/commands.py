@@ -133,8 +133,10 @@ def cmd_noise(args: argparse.Namespace) -> None:
     from ddpm.pictures.noising import named_schedules, noising_paths, save_noising
 
     schedules = named_schedules([s.strip() for s in args.schedules.split(",") if s.strip()], args.timesteps)
+    read = [args.image] if args.image else []
+    check_output(args.out, "--out", force=args.force, protected=read)  # a file name, before the names beside it
     for path in noising_paths(args.out).values():
-        check_output(path, "--out", force=args.force, protected=[args.image] if args.image else [])
+        check_output(path, "--out", force=args.force, protected=read)
     image = read_image(args.image, args.image_size) if args.image else example_image(args.image_size)
     _parent(args.out)
     for kind, path in save_noising(image, schedules, args.out, num_frames=args.frames, seed=args.seed).items():
@@ -171,7 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ddpm.runtime.distributed import env_rank
 
     device = resolve_device(args.device)
-    settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device),
+    n = args.num_samples if args.num_samples is not None else default_num_samples(device)  # 0 is refused, not default
+    settings = EvalSettings(num_samples=n,
                             sampling=sampling_from_args(args), data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
+from ddpm.common.parse import json_value
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METADATA = "metadata.jsonl"
@@ -86,17 +87,26 @@ def read_captions(root: Path) -> dict[Path, list[str]]:
 def _caption_row(line: str, where: str) -> tuple[str, list[str]]:
     """One metadata.jsonl line -> (file_name, captions); a one-line UserError naming `where` for anything else."""
     try:
-        row = json.loads(line)
+        row = json_value(line)
         name, text = row["file_name"], row.get("text", [])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{where} is not a JSON object with file_name and text; fix or remove that line") from None
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or not _is_file_name(name):
         raise UserError(f"{where}: file_name must be a non-empty string (a path relative to metadata.jsonl), got "
-                        f"{json.dumps(name)}")
+                        f"{json.dumps(name)[:80]}")
     texts = [text] if isinstance(text, str) else text
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise UserError(f"{where}: text must be a string or a list of strings, got {json.dumps(text)[:60]}")
     return name, texts
+
+
+def _is_file_name(name: str) -> bool:
+    """Whether `name` can name a file: no NUL, and no lone surrogate (JSON "\\ud800"), which no file system takes."""
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in name
 
 
 def _stat(p: Path, label: int, captions: dict[Path, list[str]], skipped: list[tuple[str, str]]) -> FileEntry | None:

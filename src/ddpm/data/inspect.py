@@ -15,12 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.data.cache import open_cache
 from ddpm.data.folder import scan_folder
 from ddpm.data.transforms import DecodeSpec
 
 SIZE_BINS = (64, 128, 256, 512, 1024)  # shorter-side histogram edges, px
+MAX_PER_CLASS = 1_000  # images in one row of the contact sheet
+
+
+def per_class_check(count: object) -> str | None:
+    """None when `count` is a number of contact-sheet images per class `inspect_folder` takes, else what was
+    expected (`ddpm data inspect --per-class`)."""
+    ok = isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_PER_CLASS
+    return None if ok else f"a whole number from 1 to {MAX_PER_CLASS:,}"
 
 
 def size_bin(w: int, h: int) -> str:
@@ -37,6 +46,8 @@ def size_bin(w: int, h: int) -> str:
 def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_class: int = 8, min_size: int = 16,
                    sheet: Path | None = None, cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
     """The report as a JSON-ready dict; with `sheet`, also writes a contact-sheet PNG (one row per class)."""
+    if per_class_check(per_class):
+        raise UserError(f"--per-class must be {per_class_check(per_class)}, got {per_class!r}")
     index = scan_folder(root)
     entry = open_cache(index, DecodeSpec(image_size, channels), min_size, cache_dir, progress)
     labels = np.array([index.files[i].label for i in entry.kept], dtype=np.int64)
