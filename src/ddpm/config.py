@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ddpm.common.files import write_text_atomic
-from ddpm.common.parse import INT64_MAX, json_value
+from ddpm.common.parse import INT64_MAX, finite, json_value
 
 FORMAT_VERSION = 2  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
@@ -58,7 +57,7 @@ def _whole(lo: int, hi: int | None = None) -> Check:
 
 def _real(lo: float, hi: float | None = None, open_lo: bool = False, open_hi: bool = False) -> Check:
     def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
             ok = False
         else:
             ok = (v > lo if open_lo else v >= lo) and (hi is None or (v < hi if open_hi else v <= hi))

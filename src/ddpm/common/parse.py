@@ -8,6 +8,7 @@ the same way for a flag, a prompt, a web UI field and a number stored in a file.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -30,6 +31,15 @@ def ascii_real(text: str) -> float | None:
     every check of a finite number refuses."""
     match = _REAL.fullmatch(text.strip())
     return float(match.group()) if match else None
+
+
+def finite(value: int | float) -> bool:
+    """math.isfinite for any int or float: an integer too large for a float (10**400, which JSON can spell) is not
+    finite here, where math.isfinite raises OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def json_value(text: str | bytes) -> Any:

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any
 
 from ddpm.common.errors import UserError
-from ddpm.common.parse import INT64_MAX
+from ddpm.common.parse import INT64_MAX, finite
 
 
 class Sampler(str, Enum):
@@ -72,16 +72,21 @@ def _whole(value: Any, what: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not least <= value <= INT64_MAX:
         raise UserError(f"{what} must be a whole number >= {least}"
                         f"{' that fits in 64 bits' if isinstance(value, numbers.Integral) and value > least else ''}"
-                        f", got {value!r}")
+                        f", got {_shown(value)}")
     return int(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _real(value: Any, what: str, least: float = -math.inf, most: float = math.inf) -> float:
     """A finite number in [least, most], else a one-line UserError."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not finite(value)
             or not least <= value <= most):
         bound = (f" from {least:g} to {most:g}" if most < math.inf else "" if least == -math.inf else f" >= {least:g}")
-        raise UserError(f"{what} must be a finite number{bound}, got {value!r}")
+        raise UserError(f"{what} must be a finite number{bound}, got {_shown(value)}")
     return float(value)
 
 

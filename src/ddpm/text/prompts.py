@@ -119,7 +119,8 @@ def resolve_class(spec: str | int, class_names: Sequence[str], aliases: dict[str
     found = exact_class(spec, class_names, aliases or {})
     if found is not None:
         return found
-    known = ", ".join(class_names)
+    known = ", ".join(as_text(n) for n in class_names[:20]) + (f", ... ({len(class_names):,} in all)"
+                                                               if len(class_names) > 20 else "")
     if is_index(str(spec)):
         raise UserError(f"class index {int(spec)} is out of range 0..{len(class_names) - 1}; known classes: {known}")
     shown = str(spec) if len(str(spec)) <= 60 else str(spec)[:57] + "..."
