@@ -49,6 +49,17 @@ def bomb_png(path: Path, side: int = 20_000) -> None:
     path.write_bytes(bytes(b))
 
 
+def header_only_png(path: Path, width: int, height: int) -> None:
+    """A PNG that is only a header: IHDR declaring width x height RGB (valid CRC) and the first 100 bytes of an IDAT,
+    no IEND. A few hundred bytes that, fully decoded, would be width x height x 3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress((b"\x00" + bytes(3 * width)) * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", rows)[:100])
+
+
 def write_bad_files(folder: Path) -> None:
     """One file of each kind in BAD_KINDS."""
     buf = io.BytesIO()

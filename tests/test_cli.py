@@ -125,7 +125,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
     (["train", "--out", "x", "--schedule", "quadratic"], "invalid choice"),
     (["train", "--out", "x", "--prediction", "x0"], "invalid choice"),
     (["sample", "cat"], "--checkpoint"),
-    (["sample", "--checkpoint", "x", "-n", "-3"], "positive integer"),
+    (["sample", "--checkpoint", "x", "-n", "-3"], "expected a whole number from 1 to 100,000, got -3"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line_exit_2(argv, needle, capsys):

@@ -2,7 +2,10 @@
 no file that existed beforehand changes."""
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +254,143 @@ def test_guidance_below_zero_is_refused_by_sampling_config():
     assert SamplingConfig(guidance=0).guidance == 0.0
     with pytest.raises(UserError, match="guidance must be a finite number >= 0"):
         SamplingConfig(guidance=-0.5)
+
+
+# --- part 6: class folders whose names are not UTF-8 -----------------------------------------------------------------
+
+NOT_UTF8 = b"chat\xe9"  # Latin-1 "chaté": a name Linux allows that is not UTF-8
+SHOWN = "chat\\xe9"  # how ddpm names that class everywhere (common/ostext.as_text): printed, stored, matched
+STRICT = {"PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}  # stdout that refuses anything but UTF-8
+
+
+def strict_cli(*argv: str | bytes | Path) -> subprocess.CompletedProcess:
+    """`python -m ddpm argv` with strict UTF-8 stdout; argv may hold bytes (an argument that is not UTF-8)."""
+    return subprocess.run([sys.executable, "-m", "ddpm", *argv], capture_output=True, timeout=300,
+                          env={**os.environ, **STRICT})
+
+
+@pytest.fixture(scope="module")
+def latin1(tmp_path_factory) -> Path:
+    """ROOT/data/{chat\\xe9 (bytes), dog}/ with 3 images each, and ROOT/run: a 2-step run trained on it by
+    `ddpm train` under strict UTF-8 stdout (ROOT/train.out holds what it printed)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("latin1")
+    for name, colour in ((os.fsdecode(NOT_UTF8), (200, 30, 30)), ("dog", (30, 200, 30))):
+        (root / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (colour[0], colour[1], 40 * i)).save(root / "data" / name / f"{i}.png")
+    assert os.path.isdir(os.fsencode(root / "data") + b"/" + NOT_UTF8)
+    done = strict_cli("train", "--data", root / "data", "--out", root / "run", "--cache-dir", root / "cache",
+                      *TINY_TRAIN)
+    assert done.returncode == 0, done.stderr.decode()
+    (root / "train.out").write_bytes(done.stdout)
+    return root
+
+
+def test_a_class_folder_that_is_not_utf8_trains_and_prints_a_command_that_samples_it(latin1, capsys):
+    import shlex
+
+    from ddpm.pictures.pngmeta import read_png_metadata
+    from ddpm.training.checkpoint import load_checkpoint
+
+    config, *_ = load_checkpoint(latin1 / "run")
+    assert config.data.class_names == [SHOWN, "dog"]
+    last = (latin1 / "train.out").read_bytes().decode("utf-8").splitlines()[-1]
+    assert last == f"sample from it: ddpm sample --checkpoint {latin1 / 'run'} 'chat\\xe9' -n 8"
+    argv = shlex.split(last.split(": ", 1)[1])[1:]  # the command as a shell passes it
+    capsys.readouterr()
+    assert main([*argv, "-n", "1", "--steps", "2", "--quiet", "--out", str(latin1 / "suggested.png")]) == 0
+    assert f"-> {SHOWN} (similarity 1.00)" in capsys.readouterr().out  # capsys's stdout is strict UTF-8 too
+    assert read_png_metadata(latin1 / "suggested.png")["drawn"] == [SHOWN]
+
+
+def test_sampling_with_the_raw_bytes_as_prompt_and_path_writes_readable_png_metadata(latin1, tmp_path):
+    from ddpm.pictures.pngmeta import read_png_metadata
+
+    grid = os.fsencode(tmp_path) + b"/grid-\xff.png"  # an output path that is not UTF-8 either
+    done = strict_cli("sample", "--checkpoint", latin1 / "run", NOT_UTF8, b"CHAT\xe9", "-n", "1", "--steps", "2",
+                      "--quiet", "--out", grid)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode("utf-8")
+    assert out.count(f"-> {SHOWN} (similarity 1.00)") == 2 and out.endswith("grid-\\xff.png\n")
+    meta = read_png_metadata(os.fsdecode(grid))
+    assert meta["prompts"] == [SHOWN, "CHAT\\xe9"] and meta["drawn"] == [SHOWN, SHOWN]
+    assert main(["sample", "--checkpoint", str(latin1 / "run"), "-n", "1", "--steps", "2", "--quiet", "--out",
+                 str(tmp_path / "every.png")]) == 0  # no prompt: one row per class, the names as stored
+    assert read_png_metadata(tmp_path / "every.png")["drawn"] == [SHOWN, "dog"]
+
+
+def test_data_inspect_of_a_folder_that_is_not_utf8(latin1, tmp_path, capsys):
+    import json
+
+    bad = os.fsencode(latin1 / "data") + b"/dog/broken-\xff.png"  # a skipped file whose name is not UTF-8
+    with open(bad, "wb") as f:
+        f.write(b"not a picture")
+    try:
+        text = strict_cli("data", "inspect", latin1 / "data", "--sheet", tmp_path / "s.png", "--cache-dir",
+                          tmp_path / "c", "--quiet")
+        assert main(["data", "inspect", str(latin1 / "data"), "--json", "--sheet", str(tmp_path / "s2.png"),
+                     "--cache-dir", str(tmp_path / "c")]) == 0
+    finally:
+        os.unlink(bad)
+    assert text.returncode == 0, text.stderr.decode()
+    assert f"  {SHOWN} " in text.stdout.decode("utf-8") and "broken-\\xff.png: not an image" in text.stdout.decode()
+    r = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in r["classes"]] == [SHOWN, "dog"] and r["skipped"][0]["path"].endswith("broken-\\xff.png")
+
+
+def test_as_text_makes_any_os_string_text_and_leaves_text_alone():
+    from ddpm.common.ostext import as_text
+
+    assert as_text(os.fsdecode(NOT_UTF8)) == SHOWN and as_text(SHOWN) == SHOWN
+    assert as_text("zèbre ζ 象") == "zèbre ζ 象"
+    assert as_text("two\nlines\x1b[2J") == "two\\x0alines\\x1b[2J"  # one line, no terminal control
+    for odd in ("\ud800", "a\udcffb\ud800", os.fsdecode(b"\xff\xfe")):
+        assert as_text(odd).encode("utf-8") and as_text(as_text(odd)) == as_text(odd)
+
+
+# --- part 7: an image that declares enormous dimensions is skipped unread --------------------------------------------
+
+def test_a_header_declaring_9400x9400_is_skipped_before_decoding(tmp_path, monkeypatch):
+    import ddpm.data.cache as cache
+    from data_trees import header_only_png
+
+    from ddpm.data.transforms import DecodeSpec
+
+    header_only_png(tmp_path / "big.png", 9400, 9400)
+    monkeypatch.setattr(cache, "decode_image", lambda *_: pytest.fail("decoded a file over the pixel limit"))
+    arr, reason, *_ = cache.decode_file(tmp_path / "big.png", DecodeSpec(16, 3), 16)
+    assert arr is None and reason == "decompression bomb (9400x9400 pixels; at most 67,108,864 are read)"
+
+
+def test_the_pixel_limit_is_one_number_read_from_the_header(tmp_path, monkeypatch):
+    import ddpm.data.transforms as transforms
+    from data_trees import header_only_png
+
+    monkeypatch.setattr(transforms, "MAX_PIXELS", 110)
+    header_only_png(tmp_path / "at.png", 10, 11)
+    header_only_png(tmp_path / "over.png", 11, 11)
+    with transforms.open_image(tmp_path / "at.png") as im:
+        assert im.size == (10, 11)
+    with pytest.raises(transforms.ImageTooLarge, match=r"11x11 pixels; at most 110"):
+        with transforms.open_image(tmp_path / "over.png"):
+            pass
+
+
+def test_inspect_train_and_noise_skip_or_refuse_a_9400x9400_header(world, capsys):
+    from data_trees import header_only_png
+
+    header_only_png(world / "data" / "cat" / "big.png", 9400, 9400)
+    argv = ["data", "inspect", str(world / "data"), "--sheet", str(world / "s.png"), "--cache-dir", str(world / "c"),
+            "--quiet"]
+    assert main(argv) == 0
+    assert f"{world / 'data' / 'cat' / 'big.png'}: decompression bomb (9400x9400 pixels" in capsys.readouterr().out
+    with pytest.warns(UserWarning) as caught:  # the CLI prints each as one line: ddpm: warning: ...
+        assert main(["train", "--data", str(world / "data"), "--out", str(world / "r"), "--cache-dir",
+                     str(world / "c"), *TINY_TRAIN]) == 0
+    assert [str(w.message) for w in caught if "big.png" in str(w.message)] == [
+        f"skipping {world / 'data' / 'cat' / 'big.png'}: decompression bomb (9400x9400 pixels; at most 67,108,864 are "
+        "read)"]
+    refused_unchanged(["noise", "--image", str(world / "data" / "cat" / "big.png"), "--out", str(world / "m.gif")],
+                      world, capsys, "cannot read image", "decompression bomb (9400x9400")

@@ -21,3 +21,11 @@ def test_chunks_of_other_programs_stay_plain_text(tmp_path):
     info.add_text("Comment", "made elsewhere {not json")
     Image.new("L", (2, 2)).save(tmp_path / "b.png", pnginfo=info)
     assert read_png_metadata(tmp_path / "b.png") == {"Comment": "made elsewhere {not json"}
+
+
+def test_a_string_that_is_not_valid_unicode_is_written_and_reads_back(tmp_path):
+    """A lone surrogate (what a JSON request's "\\ud800" decodes to) cannot be UTF-8; the PNG is written anyway."""
+    meta = {"prompt": "\ud800 a cat", "drawn": ["cat", "\udce9"], "greek": "ζέβρα"}
+    image = Image.new("L", (4, 4), 128)
+    assert read_png_metadata(png_bytes(image, meta)) == meta
+    assert read_png_metadata(save_png(image, tmp_path / "a.png", meta)) == meta

@@ -47,7 +47,8 @@ def test_names_become_enums_and_back() -> None:
     (dict(steps=True), "steps must be a whole number"), (dict(seed=-1), "seed must be a whole number >= 0"),
     (dict(batch_size=0), "batch size must be a whole number >= 1"), (dict(batch_size=2.5), "batch size"),
     (dict(guidance=float("nan")), "guidance must be a finite number"), (dict(guidance="3"), "guidance"),
-    (dict(eta=-0.5), "eta must be a finite number >= 0"), (dict(eta=None), "eta"),
+    (dict(eta=-0.5), "eta must be a finite number from 0 to 1"), (dict(eta=1.5), "eta must be a finite number from 0"),
+    (dict(eta=None), "eta"), (dict(seed=2**63), "seed must be a whole number >= 0 that fits in 64 bits"),
 ])
 def test_bad_values_are_one_line_user_errors(bad: dict, needle: str) -> None:
     with pytest.raises(UserError, match=needle) as e:

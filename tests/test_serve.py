@@ -61,7 +61,7 @@ def wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
     ({"prompt": "cat", "seed": "abc"}, "seed must be a whole number"),
     ({"prompt": "cat", "seed": -3}, "seed must be from 0"),
     ({"prompt": "cat", "sampler": "euler"}, "sampler must be one of ddpm, ddim"),
-    ({"prompt": "cat", "colour": "red"}, "unknown field(s) colour"),
+    ({"prompt": "cat", "colour": "red"}, "unknown field(s) 'colour'"),
     ([1, 2], "JSON object"),
 ])
 def test_bad_requests_are_refused_in_one_line(payload, needle):

@@ -15,6 +15,7 @@ Training a run is launch.py (`ddpm.train_run`).
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +25,7 @@ from PIL import Image
 
 from ddpm.common.errors import UserError
 from ddpm.common.pixels import tensor_to_pil
+from ddpm.common.weights import build_with_weights
 from ddpm.config import CONFIG_NAME, RunConfig
 from ddpm.diffusion.forward import EpsModel, as_eps_model
 from ddpm.diffusion.guidance import NegativeAsNull
@@ -44,6 +46,19 @@ from ddpm.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ddpm.training.snapshot import SNAPSHOT_DIR
 
 ClassSpec = str | int
+MAX_IMAGES_PER_PROMPT = 100_000  # a grid row 100,000 images wide; more cannot be held, let alone looked at
+
+
+def images_per_prompt_check(n: object) -> str | None:
+    """None when `n` is a number of images per prompt `sample` and `sample_prompts` take (`ddpm sample -n`), else what
+    was expected."""
+    ok = not isinstance(n, bool) and isinstance(n, numbers.Integral) and 1 <= n <= MAX_IMAGES_PER_PROMPT
+    return None if ok else f"a whole number from 1 to {MAX_IMAGES_PER_PROMPT:,}"
+
+
+def _check_images_per_prompt(n: object) -> None:
+    if images_per_prompt_check(n):
+        raise UserError(f"-n must be {images_per_prompt_check(n)}, got {n!r}")
 
 
 @dataclass
@@ -111,8 +126,7 @@ class TrainedModel:
         """n images per class, class-major: (len(classes) * n, C, H, W) float in [-1, 1].
         Image j of a class starts from noise seeded by (seed, j): it does not depend on batch_size, on n, or on
         which other classes are asked for, and image j of every class shares its noise (compare classes)."""
-        if n < 1:
-            raise UserError(f"-n must be at least 1, got {n}")
+        _check_images_per_prompt(n)
         ids = self.class_ids(classes)
         cond = torch.tensor(ids).repeat_interleave(n)  # class-major: class 0 x n, class 1 x n, ...
         index = torch.arange(n).repeat(len(ids))  # image j of each class draws its noise from (seed, j)
@@ -125,8 +139,7 @@ class TrainedModel:
         aliases and indices first, then by similarity); text-conditioned models encode it. `negative` replaces the
         unconditional branch of guidance: eps_neg + w (eps - eps_neg). prompts None: every class (class mode), one
         unconditional row (none); a text model needs prompts."""
-        if n < 1:
-            raise UserError(f"-n must be at least 1, got {n}")
+        _check_images_per_prompt(n)
         config = (sampling or SamplingConfig()).with_options(**options)
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -198,12 +211,11 @@ class TrainedModel:
 def load_run(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> TrainedModel:
     """Rebuild a trained model from a run directory or checkpoint file, with no other information."""
     config, weights, ema_weights, step = load_checkpoint(path)
-    model = UNet(config.model)
     state = ema_weights if use_ema and ema_weights else weights
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
+    try:  # checked against its config before the network is given memory (common/weights.py)
+        model = build_with_weights(lambda: UNet(config.model), state)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200]
         raise UserError(f"checkpoint {path} does not match its config ({first}); it is damaged or from another version") from None
     device = torch.device(device)
     model.to(device).eval().requires_grad_(False)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ddpm.common.files import write_text_atomic
+from ddpm.common.parse import INT64_MAX, finite, json_value
 
 FORMAT_VERSION = 2  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
@@ -23,6 +23,17 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CROPS = ("center", "random")
 LOGGERS = ("tensorboard", "wandb", "none")  # wandb: TensorBoard and Weights & Biases (training/metrics.py)
 MAX_TIMESTEPS = 100_000  # the most diffusion steps T a schedule may have
+# Upper bounds of the model's shape: far above any model trained in pixel space (ADM at 512 px: 256 base channels,
+# multipliers up to 4, 2-3 blocks per level, 1,000 classes), low enough that a mistyped or crafted value (10**12
+# residual blocks, a layer 10**18 channels wide) is a one-line error instead of a loop that never ends or an
+# allocation that fails with a traceback. Every other whole number is bounded by int64 (what a tensor holds).
+MAX_IMAGE_SIZE = 8192  # px: the side of the largest image data/transforms.py decodes (2**26 pixels)
+MAX_CHANNELS = 8192  # base channels
+MAX_MULTIPLIER = 64  # a level's width is base channels x its multiplier
+MAX_LEVELS = 13  # resolution levels: 8192 px halved 12 times is 2 px
+MAX_RES_BLOCKS = 64  # per level
+MAX_HEADS = 1024
+MAX_CLASSES = 1_000_000
 
 # What a format-1 config.json meant by a key it does not hold: the defaults before format 2. Every format-1 writer
 # wrote all its keys, so these matter only for files written by hand; format-1 files hold ema_decay (a fixed decay).
@@ -36,14 +47,18 @@ Check = Callable[[Any], "str | None"]
 
 def _whole(lo: int, hi: int | None = None) -> Check:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-        return None if ok else (f"a whole number >= {lo}" if hi is None else f"a whole number from {lo:,} to {hi:,}")
+        ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= (INT64_MAX if hi is None else hi)
+        if ok:
+            return None
+        if hi is None:  # the int64 bound is named only to the one who crossed it
+            return f"a whole number >= {lo}" + (" that fits in 64 bits" if isinstance(v, int) and v > lo else "")
+        return f"a whole number from {lo:,} to {hi:,}"
     return check
 
 
 def _real(lo: float, hi: float | None = None, open_lo: bool = False, open_hi: bool = False) -> Check:
     def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
             ok = False
         else:
             ok = (v > lo if open_lo else v >= lo) and (hi is None or (v < hi if open_hi else v <= hi))
@@ -63,15 +78,22 @@ def _flag(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
-def _text(v: Any) -> str | None:
-    return None if isinstance(v, str) else "a string"
+def _source(v: Any) -> str | None:
+    ok = isinstance(v, str) and v.strip() != "" and "\0" not in v  # "" would read the current folder
+    return None if ok else "builtin:animal-shapes or the path of a folder"
 
 
-def _whole_list(allow_empty: bool) -> Check:
+def _path_or_empty(v: Any) -> str | None:
+    ok = isinstance(v, str) and "\0" not in v
+    return None if ok else "a file path, or empty for none"
+
+
+def _whole_list(allow_empty: bool, hi: int, longest: int) -> Check:
     def check(v: Any) -> str | None:
-        ok = (isinstance(v, (list, tuple)) and (allow_empty or len(v) > 0)
-              and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
-        return None if ok else "a list of positive whole numbers" + ("" if allow_empty else " (at least one)")
+        ok = (isinstance(v, (list, tuple)) and (allow_empty or len(v) > 0) and len(v) <= longest
+              and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= hi for x in v))
+        return None if ok else (f"a list of at most {longest} whole numbers from 1 to {hi:,}"
+                                + ("" if allow_empty else " (at least one)"))
     return check
 
 
@@ -121,18 +143,18 @@ class ModelConfig:
     """Shape of the conditional UNet (see network/unet.py). The defaults are the `small` preset at 32 px, grey;
     `ddpm train` takes the preset and the image shape from the data (presets.py, resolve.py)."""
 
-    image_size: int = spec(32, _whole(1))
+    image_size: int = spec(32, _whole(1, MAX_IMAGE_SIZE))
     channels: int = spec(1, _choice(1, 3))  # 1 (grayscale) or 3 (RGB)
-    base_channels: int = spec(64, _whole(1))
-    channel_mults: tuple[int, ...] = spec((1, 2, 2), _whole_list(False))  # one entry per resolution level
-    num_res_blocks: int = spec(2, _whole(1))
-    attention_resolutions: tuple[int, ...] = spec((8,), _whole_list(True))  # feature-map sizes (px) with attention
-    num_heads: int = spec(4, _whole(1))
+    base_channels: int = spec(64, _whole(1, MAX_CHANNELS))
+    channel_mults: tuple[int, ...] = spec((1, 2, 2), _whole_list(False, MAX_MULTIPLIER, MAX_LEVELS))  # one per level
+    num_res_blocks: int = spec(2, _whole(1, MAX_RES_BLOCKS))
+    attention_resolutions: tuple[int, ...] = spec((8,), _whole_list(True, MAX_IMAGE_SIZE, MAX_LEVELS))  # px, attention
+    num_heads: int = spec(4, _whole(1, MAX_HEADS))
     dropout: float = spec(0.0, _real(0, 1, open_hi=True))
-    num_classes: int = spec(10, _whole(1))  # the class embedding has num_classes + 1 rows; the last is the null
+    num_classes: int = spec(10, _whole(1, MAX_CLASSES))  # the class embedding has num_classes + 1 rows; the last: null
     checkpointing: bool = spec(False, _flag)  # recompute each block's activations in backward: less memory
     cond: str = spec("class", _choice(*CONDITIONINGS))  # class ids | sentence embeddings (text_dim) | none
-    text_dim: int = spec(384, _whole(1))  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
+    text_dim: int = spec(384, _whole(1, MAX_CHANNELS))  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
 
     def validate(self) -> None:
         check_section(self)
@@ -178,7 +200,7 @@ class TrainConfig:
     sample_every: int = spec(500, _whole(0))  # RUN/samples/step-N.png and TensorBoard grid every N steps (0: never)
     eval_every: int = spec(0, _whole(0))  # measure quality every N steps, keep best.safetensors (0: never)
     eval_samples: int = spec(0, _whole(0))  # images per such evaluation (0: sized to ~10% of the training time)
-    eval_classifier: str = spec("", _text)  # a domain classifier file: per-class accuracy in those evaluations
+    eval_classifier: str = spec("", _path_or_empty)  # a domain classifier file: per-class accuracy in those evaluations
     save_every: int = spec(1000, _whole(0))  # checkpoint every N steps (and at the end)
     snapshot_every: int = spec(500, _whole(0))  # full training-state snapshot every N steps (and on signals, end)
     keep_snapshots: int = spec(3, _whole(1))  # snapshots kept in RUN/snapshots (the newest)
@@ -201,7 +223,7 @@ def same_training(a: TrainConfig, b: TrainConfig) -> bool:
 
 @dataclass
 class DataConfig:
-    source: str = spec("builtin:animal-shapes", _text)
+    source: str = spec("builtin:animal-shapes", _source)
     class_names: list[str] = spec([], _names)
     aliases: dict[str, list[str]] = spec({}, _aliases)  # other names of a class, e.g. {"dog": ["cane"]}
     crop: str = spec("center", _choice(*CROPS))  # center | random (folders; see data/transforms.py)
@@ -218,11 +240,16 @@ def check_value(section: str, name: str, value: Any) -> str | None:
     kind = SECTIONS.get(section)
     if kind is None:
         return f"unknown section {section!r}; the sections are {', '.join(SECTIONS)}"
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    if name not in fields:
+    if name not in {f.name for f in dataclasses.fields(kind)}:
         return f"unknown key {section}.{name}"
-    expected = fields[name].metadata["check"](value)
+    expected = field_check(section, name)(value)
     return None if expected is None else f"{section}.{name} must be {expected}, got {_shown(value)}"
+
+
+def field_check(section: str, name: str) -> Check:
+    """The one check of config key section.name: (value) -> None, or what was expected ("a whole number >= 1").
+    Also the check of every other flag that means the same thing (`ddpm noise --image-size` is model.image_size)."""
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}[name].metadata["check"]
 
 
 def _shown(value: Any) -> str:
@@ -281,7 +308,7 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json_value(Path(path).read_text()))
 
     def validate(self) -> None:
         """Every field's check, then the model's shape rule; a ValueError (one line) for the first failure."""
@@ -307,8 +334,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             e, UnicodeDecodeError) else str(e))
         raise ValueError(f"{p}: cannot read the config file ({reason})") from None
     try:
-        table = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError) as e:
+        table = tomllib.loads(text) if p.suffix.lower() == ".toml" else json_value(text)
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:  # RecursionError: TOML nested too deeply
         kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
         raise ValueError(f"{p}: not valid {kind} ({str(e).splitlines()[0][:200]})") from None
     if not isinstance(table, dict):

@@ -12,6 +12,7 @@ import torch
 
 from ddpm.api import TrainedModel, load_run
 from ddpm.common.errors import UserError
+from ddpm.common.outputs import check_output
 from ddpm.config import CONFIG_NAME, RunConfig, same_training
 from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.schedule import NoiseSchedule
@@ -26,6 +27,7 @@ from ddpm.training.snapshot import (
     Snapshot,
     SnapshotWarning,
     check_compatible,
+    check_resumable,
     find_latest,
     list_snapshots,
     load_snapshot,
@@ -45,9 +47,7 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
     no run (no config.json, checkpoint or snapshots).
     `cache_dir`: where decoded folder datasets are cached (default $DDPM_CACHE_DIR or ~/.cache/ddpm).
     `evaluator`: measures quality every config.train.eval_every steps (evaluation.during.TrainingEval; rank 0's)."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory")
+    out = check_output(Path(out_dir), "--out", folder=True, force=True)  # what may be in it: _choose_snapshot
     try:
         config.model.validate()
     except ValueError as e:
@@ -125,27 +125,35 @@ def _choose_snapshot(out: Path, resume: str | Path) -> tuple[Snapshot | None, st
     if refused:
         return None, refused
     try:
-        if str(resume) == "never":
-            if finished or list_snapshots(out):
-                what = "a trained run" if finished else "snapshots of an unfinished run (--resume auto continues it)"
-                return None, f"{out} already holds {what}; choose another --out or delete it first"
-            return None, None
-        if str(resume) == "auto":
-            snap = find_latest(out)
-            if snap is None and finished:
-                return None, f"{out} already holds a trained run; choose another --out or delete it first"
-            return snap, None
-        path = Path(resume).expanduser()
-        if not _is_own_run(out, path) and (finished or list_snapshots(out)):
-            what = "a trained run" if finished else "snapshots of another run"
-            return None, (f"{out} already holds {what}; --resume {resume} continues into a new --out only, or give "
-                          f"--resume auto to continue {out} itself")
-        if path.is_dir():  # a run directory: its newest valid snapshot
-            snap = find_latest(path)
-            return (snap, None) if snap else (None, f"--resume {resume}: no usable snapshot in that directory")
-        return load_snapshot(path), None
+        snap, error = _snapshot_to_continue(out, resume, finished)
+        if snap is not None:
+            check_resumable(snap)
+        return snap, error
     except UserError as e:
         return None, str(e)
+
+
+def _snapshot_to_continue(out: Path, resume: str | Path, finished: bool) -> tuple[Snapshot | None, str | None]:
+    """The snapshot `resume` names (or None, with the error line when there is none to be had)."""
+    if str(resume) == "never":
+        if finished or list_snapshots(out):
+            what = "a trained run" if finished else "snapshots of an unfinished run (--resume auto continues it)"
+            return None, f"{out} already holds {what}; choose another --out or delete it first"
+        return None, None
+    if str(resume) == "auto":
+        snap = find_latest(out)
+        if snap is None and finished:
+            return None, f"{out} already holds a trained run; choose another --out or delete it first"
+        return snap, None
+    path = Path(resume).expanduser()
+    if not _is_own_run(out, path) and (finished or list_snapshots(out)):
+        what = "a trained run" if finished else "snapshots of another run"
+        return None, (f"{out} already holds {what}; --resume {resume} continues into a new --out only, or give "
+                      f"--resume auto to continue {out} itself")
+    if path.is_dir():  # a run directory: its newest valid snapshot
+        snap = find_latest(path)
+        return (snap, None) if snap else (None, f"--resume {resume}: no usable snapshot in that directory")
+    return load_snapshot(path), None
 
 
 def _is_own_run(out: Path, resume: Path) -> bool:

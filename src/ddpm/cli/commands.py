@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
 from ddpm.common.outputs import check_output
 from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.runtime.device import resolve_device
@@ -47,9 +48,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                         cache_dir=args.cache_dir, resume=args.resume, evaluator=evaluator)
     if not main:
         return
-    prompt = "" if run.conditioning == "none" else f" {run.class_names[0]}"
-    print(f"run directory: {args.out}")
-    print(f"sample from it: ddpm sample --checkpoint {args.out}{prompt} -n 8")
+    import shlex
+
+    prompt = "" if run.conditioning == "none" else f" {shlex.quote(run.class_names[0])}"  # a shell reads it back
+    print(f"run directory: {_shown(args.out)}")
+    print(f"sample from it: ddpm sample --checkpoint {shlex.quote(_shown(args.out))}{prompt} -n 8")
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
@@ -87,23 +90,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(_describe_row(row))
     if out.negative is not None:
         print("negative: " + _describe_row(out.negative))
-    meta = run.provenance(sampling, str(args.checkpoint), prompts=[r.prompt for r in out.rows],
-                          drawn=[r.label for r in out.rows], negative=args.negative or "", n=args.n)
+    meta = run.provenance(sampling, _shown(args.checkpoint), prompts=[r.prompt for r in out.rows],
+                          drawn=[r.label for r in out.rows], negative=out.negative.prompt if out.negative else "",
+                          n=args.n)
     labels = [_short(r.label if r.mode != "text" else r.prompt) for r in out.rows]
     _parent(args.out)
     save_png(make_grid(to_uint8(out.images), nrow=args.n, labels=labels, scale=args.scale), args.out, meta)
-    print(f"grid: {args.out}")
+    print(f"grid: {_shown(args.out)}")
     if args.images is not None:
         args.images.mkdir(parents=True, exist_ok=True)
         for k, image in enumerate(tensor_to_pil(out.images)):
             r, j = divmod(k, args.n)
             save_png(image, args.images / f"row{r}-{j}.png",
                      {**meta, "prompt": out.rows[r].prompt, "drawn": out.rows[r].label, "row": r, "j": j})
-        print(f"images: {args.images}")
+        print(f"images: {_shown(args.images)}")
     if traj is not None:
         _parent(args.trajectory)
         for kind, path in save_trajectory(traj, args.trajectory, args.n, labels, args.scale).items():
-            print(f"{kind}: {path}")
+            print(f"{kind}: {_shown(path)}")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -113,7 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     access = Access.for_server(args.host, args.port, tuple(args.allow_origin))  # options first, then the model
     check_port(args.host, args.port)
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    serve(run, str(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue, access=access)
+    serve(run, _shown(args.checkpoint), host=args.host, port=args.port, max_waiting=args.max_queue,
+          access=access)
 
 
 def _describe_row(row) -> str:
@@ -121,6 +126,11 @@ def _describe_row(row) -> str:
         return f"{row.prompt!r} -> {row.label} (similarity {row.similarity:.2f})"
     near = f" (nearest training caption: {row.nearest[0][0]!r} {row.nearest[0][1]:.2f})" if row.nearest else ""
     return f"{row.prompt!r} -> text embedding{near}"
+
+
+def _shown(path: str | Path) -> str:
+    """A path as printed and as written into a PNG: text (common/ostext), whatever bytes the file system allows."""
+    return as_text(str(path))
 
 
 def _short(text: str, width: int = 28) -> str:
@@ -133,12 +143,14 @@ def cmd_noise(args: argparse.Namespace) -> None:
     from ddpm.pictures.noising import named_schedules, noising_paths, save_noising
 
     schedules = named_schedules([s.strip() for s in args.schedules.split(",") if s.strip()], args.timesteps)
+    read = [args.image] if args.image else []
+    check_output(args.out, "--out", force=args.force, protected=read)  # a file name, before the names beside it
     for path in noising_paths(args.out).values():
-        check_output(path, "--out", force=args.force, protected=[args.image] if args.image else [])
+        check_output(path, "--out", force=args.force, protected=read)
     image = read_image(args.image, args.image_size) if args.image else example_image(args.image_size)
     _parent(args.out)
     for kind, path in save_noising(image, schedules, args.out, num_frames=args.frames, seed=args.seed).items():
-        print(f"{kind}: {path}")
+        print(f"{kind}: {_shown(path)}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -159,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     paths = run_demo(args.out, device=resolve_device(args.device), steps=args.steps, progress=not args.quiet)
     print("\nresults:")
     for kind, path in paths.items():
-        print(f"  {kind:<16} {path}")
+        print(f"  {kind:<16} {_shown(path)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -172,7 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     check_launcher("eval")
     device = resolve_device(args.device)
-    settings = EvalSettings(num_samples=args.num_samples or default_num_samples(device),
+    n = args.num_samples if args.num_samples is not None else default_num_samples(device)  # 0 is refused, not default
+    settings = EvalSettings(num_samples=n,
                             sampling=sampling_from_args(args), data=args.data, split=args.split,
                             inception=not args.no_inception,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
@@ -191,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     print("\n".join(summary_lines(result)))
     for kind, path in paths.items():
-        print(f"{kind}: {path}")
+        print(f"{kind}: {_shown(path)}")
 
 
 def cmd_classifier(args: argparse.Namespace) -> None:
@@ -205,7 +218,7 @@ def cmd_classifier(args: argparse.Namespace) -> None:
     _parent(args.out)
     path = save_classifier(model, args.out)
     print(f"held-out accuracy: {model.config.test_accuracy:.1%} on {len(test)} test images")
-    print(f"classifier: {path}")
+    print(f"classifier: {_shown(path)}")
 
 
 def _log(quiet: bool, to_stderr: bool):
@@ -223,7 +236,7 @@ def _one_line_warnings() -> Iterator[None]:
     import warnings
 
     saved = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"ddpm: warning: {message}\n"
+    warnings.formatwarning = lambda message, *_, **__: f"ddpm: warning: {as_text(str(message))}\n"
     try:
         yield
     finally:

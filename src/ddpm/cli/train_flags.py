@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ddpm.common.parse import ascii_integer
+from ddpm.common.parse import ascii_integer, ascii_real
 from ddpm.config import (
     CONDITIONINGS,
     CROPS,
@@ -37,10 +37,10 @@ def whole(text: str) -> int:
 
 
 def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = ascii_real(text)  # "nan", "inf" and Unicode digits are not numbers (common/parse)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
 
 
 def whole_list(text: str) -> list[int]:

@@ -2,7 +2,8 @@
 
 - Never a file the command read, nor anything inside a folder it read (`protected`: the checkpoint, the run
   directory's own files, a data folder): not even with --force.
-- A file output that names an existing folder, or a folder output that names an existing file, is an error.
+- A file output that names an existing folder, or a folder output that names an existing file, is an error; so is
+  an output below a file (FILE/x.png), which no folder can be created for.
 - An existing file, or an existing folder that holds files, is written over only with --force.
 """
 
@@ -24,6 +25,9 @@ def check_output(path: Path, flag: str, *, folder: bool = False, force: bool = F
         read = Path(read).expanduser().resolve()
         if target == read or read in target.parents:
             raise UserError(f"{flag} {path} would overwrite {read}, which this command reads; choose another path")
+    below = next((p for p in path.parents if p.exists()), None)
+    if below is not None and not below.is_dir():  # checked before sampling or training, not when writing at the end
+        raise UserError(f"{flag} {path} is below {below}, which is a file; choose another path")
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file; give a folder")
     if not folder and path.is_dir():

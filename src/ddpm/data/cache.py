@@ -21,22 +21,20 @@ import hashlib
 import json
 import multiprocessing
 import os
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import atomic_path, write_text_atomic
 from ddpm.data.folder import FolderIndex
-from ddpm.data.transforms import DecodeSpec, decode_image
+from ddpm.data.transforms import MAX_PIXELS, DecodeSpec, ImageTooLarge, decode_image, open_image
 
 CACHE_FORMAT = 1
-MAX_PIXELS = 89_478_485  # PIL's own limit (a 0.25 GB RGB bitmap): more is treated as a decompression bomb
 PARALLEL_FROM = 256  # files; smaller folders are decoded in-process (a spawned worker's start costs seconds)
 
 
@@ -80,17 +78,13 @@ class CacheEntry:
 def decode_file(path: Path, spec: DecodeSpec, min_size: int) -> tuple[np.ndarray | None, str, tuple[int, int], str]:
     """(array (P, P, C) or None, reason when None, original size, original mode). Never raises for a bad file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                size, mode = im.size, im.mode
-                if size[0] * size[1] > MAX_PIXELS:
-                    return None, f"decompression bomb ({size[0]}x{size[1]} pixels)", size, mode
-                if min(size) < min_size:
-                    return None, f"too small ({size[0]}x{size[1]}, minimum side {min_size})", size, mode
-                return decode_image(im, spec), "", size, mode
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None, f"decompression bomb (over {MAX_PIXELS:,} pixels)", (0, 0), ""
+        with open_image(path) as im:
+            size, mode = im.size, im.mode
+            if min(size) < min_size:
+                return None, f"too small ({size[0]}x{size[1]}, minimum side {min_size})", size, mode
+            return decode_image(im, spec), "", size, mode
+    except ImageTooLarge as e:
+        return None, str(e), (0, 0), ""
     except UnidentifiedImageError:
         return None, "not an image", (0, 0), ""
     except PermissionError as e:

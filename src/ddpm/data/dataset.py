@@ -18,7 +18,7 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.pixels import to_model_range
-from ddpm.config import DataConfig
+from ddpm.config import DataConfig, field_check
 from ddpm.data.builtin import ANIMAL_SHAPE_CLASSES, BUILTIN, fit_builtin, load_animal_shapes
 from ddpm.data.cache import MappedImages, open_cache
 from ddpm.data.folder import scan_folder
@@ -84,6 +84,9 @@ def load_dataset(source: str, image_size: int, channels: int = 1, split: str = "
                  workers: int | None = None) -> ImageData:
     """Load `builtin:animal-shapes` or a folder tree as uint8 (N, channels, P, P) with P = image_size (or larger
     for random crops, see transforms.py); `options` gives crop, background and minimum size for folders."""
+    problem = field_check("data", "source")(source)  # "" would be the current folder
+    if problem:
+        raise UserError(f"the dataset must be {problem}, got {source!r}")
     if source.startswith("builtin:"):
         if source != BUILTIN:
             raise UserError(f"unknown built-in dataset {source!r}; the built-in dataset is {BUILTIN}")

@@ -6,7 +6,9 @@ Layouts:
                                      {"file_name": "<path relative to this metadata.jsonl>", "text": str | [str]}
   ROOT/<image> + metadata.jsonl      a captioned folder without classes: one class named after ROOT
 Class names: a folder name from Animals-10 (Italian) is translated (cane -> dog) and keeps its Italian name as an
-alias; any other name is used as is. Classes are ordered by their final name, so the order is stable.
+alias; any other name is used as is, made text here (common/ostext.as_text: a byte that is not UTF-8 becomes \\xNN), so
+that the name printed, stored in the checkpoint and the PNGs, and matched against prompts is one string everywhere.
+Classes are ordered by their final name, so the order is stable.
 Decoding happens later (cache.py); here only `os.stat` is called, which finds empty and unreadable files.
 """
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
+from ddpm.common.parse import json_value
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METADATA = "metadata.jsonl"
@@ -50,7 +54,9 @@ class FolderIndex:
 
 
 def class_name(folder: str) -> str:
-    return ANIMALS10.get(folder.lower(), folder)
+    """The class a folder's name (as listed by the OS, possibly surrogate-escaped) stands for (see the module doc)."""
+    text = as_text(folder)
+    return ANIMALS10.get(text.lower(), text)
 
 
 def _is_image(p: Path) -> bool:
@@ -81,17 +87,26 @@ def read_captions(root: Path) -> dict[Path, list[str]]:
 def _caption_row(line: str, where: str) -> tuple[str, list[str]]:
     """One metadata.jsonl line -> (file_name, captions); a one-line UserError naming `where` for anything else."""
     try:
-        row = json.loads(line)
+        row = json_value(line)
         name, text = row["file_name"], row.get("text", [])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{where} is not a JSON object with file_name and text; fix or remove that line") from None
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or not _is_file_name(name):
         raise UserError(f"{where}: file_name must be a non-empty string (a path relative to metadata.jsonl), got "
-                        f"{json.dumps(name)}")
+                        f"{json.dumps(name)[:80]}")
     texts = [text] if isinstance(text, str) else text
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise UserError(f"{where}: text must be a string or a list of strings, got {json.dumps(text)[:60]}")
     return name, texts
+
+
+def _is_file_name(name: str) -> bool:
+    """Whether `name` can name a file: no NUL, and no lone surrogate (JSON "\\ud800"), which no file system takes."""
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in name
 
 
 def _stat(p: Path, label: int, captions: dict[Path, list[str]], skipped: list[tuple[str, str]]) -> FileEntry | None:
@@ -120,9 +135,9 @@ def scan_folder(root: Path) -> FolderIndex:
             raise UserError(f"two class folders under {root} map to the same class ({sorted(names.values())}); rename one")
         class_dirs.sort(key=lambda d: names[d])
         groups = [(names[d], _image_paths(d, recursive=True)) for d in class_dirs]
-        aliases = {names[d]: [d.name] for d in class_dirs if names[d] != d.name}
+        aliases = {names[d]: [as_text(d.name)] for d in class_dirs if names[d] != as_text(d.name)}
     elif captions and _image_paths(root, recursive=False):
-        groups, aliases = [(root.name or "all", _image_paths(root, recursive=False))], {}
+        groups, aliases = [(as_text(root.name) or "all", _image_paths(root, recursive=False))], {}
     else:
         raise UserError(f"{root} has no class subfolders; put each class's images in a subfolder named after it")
     files: list[FileEntry] = []

@@ -2,7 +2,8 @@
 
 The report is built from the same scan and cache as training (folder.py, cache.py), so inspecting at
 the training size and channels also warms the cache for training. A class with no readable image is reported
-(count 0), not raised, so the report shows every problem at once.
+(count 0), not raised, so the report shows every problem at once. Paths in the report are text (common/ostext), like
+the class names: a file name that is not UTF-8 cannot stop the report from being printed or read as JSON.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
 from ddpm.data.cache import open_cache
 from ddpm.data.folder import scan_folder
 from ddpm.data.transforms import DecodeSpec
 
 SIZE_BINS = (64, 128, 256, 512, 1024)  # shorter-side histogram edges, px
+MAX_PER_CLASS = 1_000  # images in one row of the contact sheet
+
+
+def per_class_check(count: object) -> str | None:
+    """None when `count` is a number of contact-sheet images per class `inspect_folder` takes, else what was
+    expected (`ddpm data inspect --per-class`)."""
+    ok = isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_PER_CLASS
+    return None if ok else f"a whole number from 1 to {MAX_PER_CLASS:,}"
 
 
 def size_bin(w: int, h: int) -> str:
@@ -35,13 +46,15 @@ def size_bin(w: int, h: int) -> str:
 def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_class: int = 8, min_size: int = 16,
                    sheet: Path | None = None, cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
     """The report as a JSON-ready dict; with `sheet`, also writes a contact-sheet PNG (one row per class)."""
+    if per_class_check(per_class):
+        raise UserError(f"--per-class must be {per_class_check(per_class)}, got {per_class!r}")
     index = scan_folder(root)
     entry = open_cache(index, DecodeSpec(image_size, channels), min_size, cache_dir, progress)
     labels = np.array([index.files[i].label for i in entry.kept], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(index.class_names))
     skipped = index.skipped + entry.skipped
     report: dict[str, Any] = {
-        "root": str(root),
+        "root": as_text(str(root)),
         "images": int(len(labels)),
         "classes": [{"name": n, "aliases": index.aliases.get(n, []), "count": int(counts[c])}
                     for c, n in enumerate(index.class_names)],
@@ -49,12 +62,12 @@ def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_clas
         "sizes": dict(Counter(size_bin(w, h) for w, h in entry.sizes).most_common()),
         "modes": dict(Counter(entry.modes).most_common()),
         "captioned": sum(bool(index.files[i].captions) for i in entry.kept) if index.captioned else 0,
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "skipped": [{"path": as_text(p), "reason": as_text(r)} for p, r in skipped],
         "skipped_by_reason": dict(Counter(r.split(" (")[0] for _, r in skipped).most_common()),
     }
     if sheet is not None and len(labels):
         contact_sheet(entry.images, labels, index.class_names, per_class).save(sheet)
-        report["contact_sheet"] = str(sheet)
+        report["contact_sheet"] = as_text(str(sheet))
     return report
 
 

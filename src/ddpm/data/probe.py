@@ -17,6 +17,7 @@ import numpy as np
 
 from ddpm.data.builtin import BUILTIN
 from ddpm.data.folder import scan_folder
+from ddpm.data.transforms import open_image
 
 DEFAULT_SIZE = 64  # px: the reference dataset's training size (Animals-10 at 64x64)
 SAMPLE = 64  # images read
@@ -59,10 +60,8 @@ def probe_shape(source: str, sample: int = SAMPLE) -> DataShape:
 
 def _look(path: Path) -> tuple[int, bool] | None:
     """(shorter side in px, whether it has colour) of one image file, or None when it cannot be read."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # a file declaring too many pixels is not read (transforms.MAX_PIXELS)
             shorter = min(im.size)
             if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
                 return shorter, False

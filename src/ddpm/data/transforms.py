@@ -1,6 +1,9 @@
 """Image transforms: one decoded file -> a square uint8 array (decode time, cached), and the per-batch random
 crop and flip (train time).
 
+Opening (`open_image`, the one way a file of a dataset or `ddpm noise --image` is opened): a file whose header
+declares more than MAX_PIXELS (width x height) is refused before any pixel is decoded (ImageTooLarge).
+
 Decode time (`decode_image`), in this order:
   1. EXIF orientation applied (a phone photo stored sideways comes out upright).
   2. Any PIL mode brought to L (1 channel) or RGB (3 channels):
@@ -18,8 +21,11 @@ translate by up to 1/9 of the side (scale is not jittered). Scaling to [-1, 1] i
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -28,6 +34,36 @@ from PIL import Image, ImageOps
 from ddpm.common.errors import UserError
 
 from ddpm.config import CROPS, parse_background  # center | random; white | black | gray | #rrggbb
+
+# The most pixels (width x height, as the header declares them) a file may have. The semantics are those of PIL's
+# decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89,478,485): a count read from the header when the file is
+# opened, so a refused file costs nothing. PIL's limit is lower for us: a PNG, TIFF, BMP or WebP is decoded at full
+# size (only JPEG decodes at a reduced scale), up to 8 files at once (cache.py's workers), and only then shrunk to
+# at most a few hundred pixels. 2**26 px (64 Mpx, 192 MiB as RGB per file) admits every camera photo up to 61 Mpx
+# (9504 x 6336) and refuses what is only a header: a 9,400 x 9,400 PNG of a few hundred bytes, which PIL would
+# accept and then allocate 265 MB for before finding it truncated.
+MAX_PIXELS = 1 << 26
+
+
+class ImageTooLarge(Exception):
+    """A file whose header declares more than MAX_PIXELS; the message is the reason a skipped file is given."""
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """PIL's Image.open (lazy: nothing decoded yet), refusing with ImageTooLarge a file that declares more than
+    MAX_PIXELS. Every other failure is PIL's (UnidentifiedImageError, OSError, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit below is the lower one
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:  # over twice PIL's limit: refused by PIL before we see the size
+            raise ImageTooLarge(f"decompression bomb (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ImageTooLarge(f"decompression bomb ({w}x{h} pixels; at most {MAX_PIXELS:,} are read)")
+        yield im
 
 
 @dataclass(frozen=True)
@@ -88,7 +124,7 @@ def decode_image(im: Image.Image, spec: DecodeSpec) -> np.ndarray:
 
 def load_image_file(path, size: int, channels: int) -> np.ndarray:
     """Decode one file to a (size, size, C) uint8 centre crop (used by `ddpm noise`)."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         return decode_image(im, DecodeSpec(size, channels)).copy()
 
 

@@ -6,9 +6,10 @@ whether it comes from a flag, a keyword, a JSON request or a preset.
     steps       network evaluations, evenly spaced over the T training steps; None: the sampler's default
                 (DEFAULT_STEPS), at most T. `num_steps(T)` resolves it: the one place where None becomes a number.
     guidance    classifier-free guidance weight w >= 0: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
-    eta         DDIM's noise (0 deterministic, 1 DDPM-like); other samplers ignore it
+    eta         DDIM's noise in [0, 1] (0 deterministic, 1 DDPM-like); other samplers ignore it. Above 1, sigma^2
+                exceeds 1 - alpha_bar_s on some steps and eq. 12's direction term has no real square root
     variance    the ancestral step's variance: beta_tilde (posterior) or beta (DDPM sec. 3.2)
-    seed        image j of a request starts from noise seeded by (seed, j)
+    seed        image j of a request starts from noise seeded by (seed, j); a whole number from 0 to 2^63 - 1
     batch_size  images per network call (a batch of 2 x batch_size under guidance); results do not depend on it
 """
 
@@ -21,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 from ddpm.common.errors import UserError
+from ddpm.common.parse import INT64_MAX, finite
 
 
 class Sampler(str, Enum):
@@ -65,17 +67,26 @@ def _member(kind: type[Enum], value: Any, what: str) -> Any:
 
 
 def _whole(value: Any, what: str, least: int) -> int:
-    """A whole number >= least (numpy integers too; not bools, not floats), else a one-line UserError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise UserError(f"{what} must be a whole number >= {least}, got {value!r}")
+    """A whole number >= least that fits in int64 (numpy integers too; not bools, not floats), else a one-line
+    UserError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not least <= value <= INT64_MAX:
+        raise UserError(f"{what} must be a whole number >= {least}"
+                        f"{' that fits in 64 bits' if isinstance(value, numbers.Integral) and value > least else ''}"
+                        f", got {_shown(value)}")
     return int(value)
 
 
-def _real(value: Any, what: str, least: float = -math.inf) -> float:
-    """A finite number >= least, else a one-line UserError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < least:
-        bound = "" if least == -math.inf else f" >= {least:g}"
-        raise UserError(f"{what} must be a finite number{bound}, got {value!r}")
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _real(value: Any, what: str, least: float = -math.inf, most: float = math.inf) -> float:
+    """A finite number in [least, most], else a one-line UserError."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not finite(value)
+            or not least <= value <= most):
+        bound = (f" from {least:g} to {most:g}" if most < math.inf else "" if least == -math.inf else f" >= {least:g}")
+        raise UserError(f"{what} must be a finite number{bound}, got {_shown(value)}")
     return float(value)
 
 
@@ -98,7 +109,7 @@ class SamplingConfig:
         if self.steps is not None:
             object.__setattr__(self, "steps", _whole(self.steps, "steps", 1))
         object.__setattr__(self, "guidance", _real(self.guidance, "guidance", 0.0))
-        object.__setattr__(self, "eta", _real(self.eta, "eta", 0.0))
+        object.__setattr__(self, "eta", _real(self.eta, "eta", 0.0, 1.0))
         object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
         object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))
 

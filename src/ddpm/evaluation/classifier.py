@@ -22,7 +22,10 @@ from torch import nn
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
+from ddpm.common.parse import json_value
 from ddpm.common.pixels import to_model_range
+from ddpm.common.weights import build_with_weights
+from ddpm.config import field_check
 from ddpm.data.dataset import ImageData, load_dataset
 
 
@@ -35,6 +38,16 @@ class ClassifierConfig:
     source: str = ""  # dataset it was trained on
     test_accuracy: float = float("nan")  # on the held-out split
     format_version: int = 1
+
+    def __post_init__(self) -> None:
+        """A ValueError (one line) for a field no classifier has: its sizes are checked as a run's (config.py)."""
+        for name, (section, key) in {"image_size": ("model", "image_size"), "channels": ("model", "channels"),
+                                     "class_names": ("data", "class_names"), "width": ("model", "base_channels")}.items():
+            problem = field_check(section, key)(getattr(self, name))
+            if problem:
+                raise ValueError(f"{name} must be {problem}, got {getattr(self, name)!r}"[:200])
+        if not self.class_names:
+            raise ValueError("class_names must name at least one class")
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -157,9 +170,9 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dom
     meta = metadata.get("ddpm_classifier")
     if meta is None:
         raise UserError(f"{path} is not a ddpm classifier; {hint}")
-    try:
-        model = DomainClassifier(ClassifierConfig(**json.loads(meta)))
-        model.load_state_dict(state)
+    try:  # the config checked, then the weights against it before the network is given memory (common/weights.py)
+        config = ClassifierConfig(**json_value(meta))
+        model = build_with_weights(lambda: DomainClassifier(config), state)
     except (ValueError, TypeError, RuntimeError) as e:
         raise UserError(f"{path} is a damaged ddpm classifier ({str(e).strip().splitlines()[0][:200]}); {hint}") from None
     return model.to(device).eval()

@@ -31,6 +31,7 @@ from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
 from ddpm.runtime.progress import SamplingBar, bar
 
 UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
+MAX_SAMPLES = 1_000_000  # 20x the literature's 50k; the generated images are held in memory (12 GB at 3x64x64)
 
 
 def default_num_samples(device: torch.device) -> int:
@@ -49,6 +50,11 @@ class EvalSettings:
     kid_subsets: int = 100
     kid_subset_size: int = 1_000
     max_real: int = 0  # compare against at most this many real images, a fixed seeded subset (0: all of the split)
+
+    def __post_init__(self) -> None:
+        n = self.num_samples  # covariances need 2; the bound keeps a typo from exhausting memory
+        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_SAMPLES:
+            raise UserError(f"--num-samples must be a whole number from 2 to {MAX_SAMPLES:,}, got {n!r}")
 
     def to_dict(self, num_train_steps: int) -> dict[str, Any]:
         """JSON-ready and flat (eval.json's "settings"), the sampling steps resolved for T = num_train_steps."""
@@ -87,8 +93,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     if not world.is_main:
         log = lambda _: None  # noqa: E731
         progress = False
-    if settings.num_samples < 2:
-        raise UserError(f"--num-samples must be at least 2, got {settings.num_samples}")
+    sampling = settings.sampling.resolved(run.schedule.num_steps)  # a bad step count fails before any work
     real = load_reference(run, settings, cache_dir, progress)
     real_images = real.images  # (R, C, H, W) uint8
     if 0 < settings.max_real < len(real_images):  # the same subset every time: seeded by the sampling seed
@@ -104,7 +109,6 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     is_net = InceptionProbabilities(settings.inception_weights) if settings.inception_weights else None
     k = len(run.class_names)
     per_class = math.ceil(settings.num_samples / k)
-    sampling = settings.sampling.resolved(run.schedule.num_steps)
     out: dict[str, Any] = {"settings": settings.to_dict(run.schedule.num_steps), "checkpoint_step": run.step, "classes": run.class_names,
                            "num_generated": per_class * k, "num_real": len(real_images), "metrics": {}, "seconds": {},
                            "warnings": []}

@@ -45,10 +45,19 @@ def label_margin(labels: list[str] | None) -> int:
     return max(_text_width(s) for s in labels) + 2 * LABEL_GAP
 
 
+MAX_SCALE = 64  # a 28 px image upscaled 64 times is 1,792 px; more only multiplies the memory a grid needs
+
+
+def scale_check(scale: object) -> str | None:
+    """None when `scale` is an upscaling factor `upscale` takes, else what was expected (`ddpm sample --scale`)."""
+    ok = isinstance(scale, int) and not isinstance(scale, bool) and 1 <= scale <= MAX_SCALE
+    return None if ok else f"a whole number from 1 to {MAX_SCALE}"
+
+
 def upscale(images: torch.Tensor, scale: int) -> torch.Tensor:
     """Nearest-neighbour upscaling of (..., H, W) by an integer factor: each pixel becomes a scale x scale block."""
-    if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if scale_check(scale):
+        raise ValueError(f"scale must be {scale_check(scale)}, got {scale!r}")
     return images if scale == 1 else images.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
 
 

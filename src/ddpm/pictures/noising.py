@@ -26,6 +26,13 @@ from ddpm.pictures.grid import (
 )
 
 STRIP_PX = 64  # target size of one cell of the noising strip, px
+MAX_FRAMES = 1_000  # of the animation: 100 s at 10 frames a second; each frame is held in memory until saved
+
+
+def frames_check(count: object) -> str | None:
+    """None when `count` is a number of animation frames `noising_frames` takes, else what was expected."""
+    ok = isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_FRAMES
+    return None if ok else f"a whole number from 1 to {MAX_FRAMES:,}"
 
 
 def _common_num_steps(schedules: list[NoiseSchedule]) -> int:
@@ -40,8 +47,8 @@ def _common_num_steps(schedules: list[NoiseSchedule]) -> int:
 
 def noising_timesteps(num_steps: int, count: int) -> torch.Tensor:
     """`count` integer steps evenly spaced from 0 to num_steps - 1, both included. Shape (count,), int64."""
-    if count < 1:
-        raise ValueError(f"need at least one frame, got {count}")
+    if frames_check(count):
+        raise ValueError(f"the number of frames must be {frames_check(count)}, got {count!r}")
     return torch.linspace(0, num_steps - 1, count, dtype=torch.float64).round().long()
 
 

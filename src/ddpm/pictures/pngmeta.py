@@ -2,7 +2,9 @@
 
 Every key of the metadata becomes one text chunk (tEXt, or iTXt when the value is not Latin-1, e.g. a prompt in
 another script) holding the value as JSON, strings too, so that a prompt such as "5" or "null" reads back as the
-string it was. `read_png_metadata` reads them back (chunks of other programs that are not JSON stay plain text).
+string it was. A string that is not valid Unicode (a lone surrogate, from a JSON request's "\ud800") is written
+with JSON's ASCII escapes, which a text chunk can hold and which read back as the same string, so no value can stop
+a PNG from being written. `read_png_metadata` reads them back (chunks of other programs that are not JSON stay plain text).
     ddpm sample ... --out grid.png   ->   prompts, negative, seed, sampler, steps, guidance, eta, variance,
                                           checkpoint, checkpoint_step, n (and prompt, row, j for single images)
     ddpm serve (each download)       ->   prompt, negative, drawn, seed, sampler, steps, guidance, checkpoint, ...
@@ -18,12 +20,19 @@ from typing import IO, Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ddpm.common.parse import json_value
+
 
 def png_info(metadata: dict[str, Any]) -> PngInfo:
     """One text chunk per metadata key, its value as JSON."""
     info = PngInfo()
     for key, value in metadata.items():
-        info.add_text(key, json.dumps(value, ensure_ascii=False))
+        text = json.dumps(value, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot hold it, JSON's \udXXX escape can
+            text = json.dumps(value)
+        info.add_text(key, text)
     return info
 
 
@@ -48,7 +57,7 @@ def read_png_metadata(path: str | Path | bytes | IO[bytes]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in chunks.items():
         try:
-            out[key] = json.loads(value)
-        except (json.JSONDecodeError, TypeError):
+            out[key] = json_value(value)
+        except (ValueError, TypeError):  # a chunk of another program: kept as its text
             out[key] = value
     return out

@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ddpm.common.errors import UserError
-from ddpm.common.parse import ascii_integer
+from ddpm.common.ostext import as_text
+from ddpm.common.parse import ascii_integer, ascii_real, finite
 from ddpm.diffusion.sampling import SamplingConfig
 
 MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's SeedSequence: non-negative integers
@@ -51,7 +52,8 @@ def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
         raise UserError("the request must be a JSON object such as {\"prompt\": \"cat\", \"n\": 4}")
     unknown = sorted(set(payload) - set(FIELDS))
     if unknown:
-        raise UserError(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(FIELDS)}")
+        named = ", ".join(repr(as_text(str(k))[:40]) for k in unknown[:5])  # one line whatever the names hold
+        raise UserError(f"unknown field(s) {named}; expected {', '.join(FIELDS)}")
     prompt = _text(payload, "prompt", limits.max_prompt_chars)
     if not prompt:
         raise UserError("prompt is empty: name what to draw (a class name such as 'cat', or its index)")
@@ -93,13 +95,10 @@ def _integer(payload: dict, name: str, default: int, lo: int, hi: int) -> int:
 
 def _number(payload: dict, name: str, default: float, lo: float, hi: float) -> float:
     value = payload.get(name, default)
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN fails value == value
-        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    if isinstance(value, str) and ascii_real(value) is not None:  # ASCII notation only, as everywhere in ddpm
+        value = ascii_real(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):  # nan, inf, 10**400
+        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {repr(value)[:40]}")
     if not lo <= value <= hi:
-        raise UserError(f"{name} must be from {lo:g} to {hi:g}, got {value:g}")
+        raise UserError(f"{name} must be from {lo:g} to {hi:g}, got {float(value):g}")
     return float(value)

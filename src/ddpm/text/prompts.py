@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from ddpm.common.errors import UserError
+from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer
 from ddpm.text.captions import article, class_captions
 
@@ -56,10 +57,12 @@ class Match:
 
 
 def clean_prompt(text: str, where: str = "prompt") -> str:
-    """The prompt with surrounding whitespace removed; empty, whitespace-only or huge prompts are UserErrors."""
+    """The prompt with surrounding whitespace removed, as text (common/ostext: a command-line argument that is not
+    UTF-8 reads as the escaped form class names are stored in); empty, whitespace-only or huge prompts are
+    UserErrors."""
     if not isinstance(text, str):
         raise UserError(f"{where} must be text, got {type(text).__name__}")
-    cleaned = " ".join(text.split())  # newlines, tabs and runs of spaces become one space
+    cleaned = as_text(" ".join(text.split()))  # newlines, tabs and runs of spaces become one space
     if not cleaned:
         raise UserError(f"{where} is empty; write what to draw, e.g. \"a zebra\"")
     if len(cleaned) > MAX_PROMPT_CHARS:
@@ -96,8 +99,9 @@ def is_index(text: str) -> bool:
 
 
 def exact_class(prompt: str | int, class_names: Sequence[str], aliases: dict[str, list[str]]) -> int | None:
-    """The class whose name, alias or index the prompt is (case-insensitive), else None."""
-    key = str(prompt).strip().lower()
+    """The class whose name, alias or index the prompt is (case-insensitive; a name read from the OS compared in its
+    common/ostext form, the form class names are stored in), else None."""
+    key = as_text(str(prompt).strip()).lower()
     if is_index(key):
         i = int(key)
         return i if 0 <= i < len(class_names) else None
@@ -115,7 +119,8 @@ def resolve_class(spec: str | int, class_names: Sequence[str], aliases: dict[str
     found = exact_class(spec, class_names, aliases or {})
     if found is not None:
         return found
-    known = ", ".join(class_names)
+    known = ", ".join(as_text(n) for n in class_names[:20]) + (f", ... ({len(class_names):,} in all)"
+                                                               if len(class_names) > 20 else "")
     if is_index(str(spec)):
         raise UserError(f"class index {int(spec)} is out of range 0..{len(class_names) - 1}; known classes: {known}")
     shown = str(spec) if len(str(spec)) <= 60 else str(spec)[:57] + "..."

@@ -7,14 +7,13 @@ A run directory holds
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
-from ddpm.common.parse import ascii_integer
+from ddpm.common.parse import ascii_integer, json_value
 from ddpm.config import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -47,7 +46,7 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor
     if meta.get("format") != "ddpm" or "config" not in meta:
         raise UserError(f"{p} is a safetensors file but not a ddpm checkpoint; point to a run made by `ddpm train`")
     try:
-        config = RunConfig.from_dict(json.loads(meta["config"]))
+        config = RunConfig.from_dict(json_value(meta["config"]))
         config.model.validate()
     except (ValueError, TypeError) as e:
         raise UserError(f"{p} has an unusable config ({str(e).splitlines()[0][:200]}); it is damaged or from another "

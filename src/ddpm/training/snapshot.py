@@ -33,6 +33,7 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import PickleRefused, UnreadableFile, read_safetensors, remove_stale_temps, write_safetensors
+from ddpm.common.parse import ascii_integer, json_value
 from ddpm.config import RunConfig
 
 SNAPSHOT_DIR = "snapshots"
@@ -120,17 +121,41 @@ def load_snapshot(path: Path, verify: bool = True) -> Snapshot:
         raise SnapshotError(f"snapshot {path} is truncated or corrupt ({e.reason})") from None
     if meta.get("format") != FORMAT:
         raise SnapshotError(f"{path} is a safetensors file but not a ddpm snapshot")
-    version = int(meta.get("format_version", "0"))
+    version = ascii_integer(meta.get("format_version", ""))
+    if version is None or version < 1:
+        raise SnapshotError(f"snapshot {path} has an unusable format_version {meta.get('format_version', '')[:40]!r}")
     if version > FORMAT_VERSION:
         raise SnapshotError(f"snapshot {path} has format {version}, newer than this ddpm reads ({FORMAT_VERSION}); "
                             "upgrade ddpm")
     if verify and meta.get("payload_sha256") != payload_sha256(tensors):
         raise SnapshotError(f"snapshot {path} fails its checksum (the file was damaged after it was written)")
-    try:
-        config = RunConfig.from_dict(json.loads(meta["config"]))
-        return Snapshot(config, int(meta["step"]), tensors, json.loads(meta["state"]), path)
+    try:  # the checksum covers the tensors, not the metadata: each value is checked as it is read
+        config = RunConfig.from_dict(json_value(meta["config"]))
+        step, state = ascii_integer(meta["step"]), json_value(meta["state"])
+        if step is None or step < 0:
+            raise ValueError(f"step {meta['step'][:40]!r} is not a whole number >= 0")
+        if not isinstance(state, dict):
+            raise ValueError(f"state is {type(state).__name__}, not a table")
+        return Snapshot(config, step, tensors, state, path)
     except (KeyError, ValueError, TypeError) as e:
-        raise SnapshotError(f"snapshot {path} has unusable metadata ({e})") from None
+        raise SnapshotError(f"snapshot {path} has unusable metadata ({str(e).splitlines()[0][:200]})") from None
+
+
+# The counters of a snapshot's state that resuming reads as they are (launch.py, state.restore) and their least
+# values; the optimiser's and the RNGs' parts are checked by what restores them (state.restore).
+_STATE_COUNTERS = {"samples_seen": 0, "world_size": 1, "global_batch": 1}
+
+
+def check_resumable(snap: Snapshot) -> None:
+    """A one-line SnapshotError unless the snapshot's state has the counters and the list of RNG states that
+    continuing a run reads (its metadata is not covered by the checksum: it may have been edited)."""
+    for key, least in _STATE_COUNTERS.items():
+        value = snap.state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SnapshotError(f"snapshot {snap.path} has unusable metadata (state.{key} must be a whole number >= "
+                                f"{least}, got {str(value)[:40]})")
+    if not isinstance(snap.state.get("rng"), list):
+        raise SnapshotError(f"snapshot {snap.path} has unusable metadata (state.rng must be a list of RNG states)")
 
 
 def find_latest(run_dir: Path) -> Snapshot | None:
