@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ddpm.common.files import write_text_atomic
+from ddpm.common.ostext import as_text
 from ddpm.common.parse import INT64_MAX, finite, json_value
 
 FORMAT_VERSION = 2  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA)
@@ -241,7 +242,7 @@ def check_value(section: str, name: str, value: Any) -> str | None:
     if kind is None:
         return f"unknown section {section!r}; the sections are {', '.join(SECTIONS)}"
     if name not in {f.name for f in dataclasses.fields(kind)}:
-        return f"unknown key {section}.{name}"
+        return f"unknown key {section}.{as_text(str(name))}"  # as_text: a key with a line break stays one line
     expected = field_check(section, name)(value)
     return None if expected is None else f"{section}.{name} must be {expected}, got {_shown(value)}"
 

@@ -178,10 +178,13 @@ QUARTERS = ("[0, T/4)", "[T/4, T/2)", "[T/2, 3T/4)", "[3T/4, T)")  # the t range
 def read_metrics(metrics_path: Path) -> list[dict]:
     """The training records of a metrics JSON-lines file (blank lines and evaluation records skipped). Raises
     ValueError when there is none, when a line is not a JSON object, or when a record lacks "step" or "loss"."""
-    records = [r for r in _records(metrics_path) if "eval" not in r]
-    for n, rec in enumerate(records, start=1):
+    records = []
+    for n, rec in _records(metrics_path):
+        if "eval" in rec:
+            continue
         if "step" not in rec or "loss" not in rec:
-            raise ValueError(f"{metrics_path}: training record {n} is not a record with 'step' and 'loss'")
+            raise ValueError(f"{metrics_path}:{n} is not a record with 'step' and 'loss'")
+        records.append(rec)
     if not records:
         raise ValueError(f"{metrics_path} is empty: it holds no metrics records")
     return records
@@ -189,10 +192,11 @@ def read_metrics(metrics_path: Path) -> list[dict]:
 
 def read_evals(metrics_path: Path) -> list[dict]:
     """The evaluation records of a metrics file (MetricsLog.log_eval), in order; [] when there are none."""
-    return [r for r in _records(metrics_path) if isinstance(r.get("eval"), dict) and "step" in r]
+    return [r for _, r in _records(metrics_path) if isinstance(r.get("eval"), dict) and "step" in r]
 
 
-def _records(metrics_path: Path) -> list[dict]:
+def _records(metrics_path: Path) -> list[tuple[int, dict]]:
+    """(line number, JSON object) of every non-blank line; ValueError naming the line for anything else."""
     records = []
     for n, line in enumerate(Path(metrics_path).read_text().splitlines(), start=1):
         if not line.strip():
@@ -203,7 +207,7 @@ def _records(metrics_path: Path) -> list[dict]:
             raise ValueError(f"{metrics_path}:{n} is not valid JSON: {e}") from None
         if not isinstance(rec, dict):
             raise ValueError(f"{metrics_path}:{n} is not a record with 'step' and 'loss'")
-        records.append(rec)
+        records.append((n, rec))
     return records
 
 
