@@ -1,4 +1,5 @@
-"""`ddpm demo`: the main job on the built-in dataset, sized for a 2-core CPU in about 10 minutes.
+"""`ddpm demo`: the main job on the built-in dataset, sized for a 2-core CPU in about 10 minutes where it has native
+bf16 (AVX512-BF16 or AMX); in fp32 on an AVX2-only CPU its training takes about 15 (docs/demo.md).
 
 The demo trains exactly what `ddpm train --out RUN` resolves to on the built-in data (resolve.py): the `tiny`
 preset at the silhouettes' native 28 px, grey, with the recipe that is every run's default; only its logging differs
