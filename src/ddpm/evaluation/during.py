@@ -8,7 +8,7 @@ classifier is given.
 
 How N is sized: evaluation should cost at most about 10% of the training time. At the first evaluation the cost of
 one image (sampling plus Inception features) is measured on one image per class, and
-    N = 0.10 x (training seconds since the start) / (seconds per image),
+    N = 0.10 x (training seconds since the run started or resumed) / (seconds per image),
 rounded down to a multiple of the number of classes, between MIN_SAMPLES (at least two per class) and MAX_SAMPLES.
 N is then fixed for the whole run (also across a resume: read back from metrics.jsonl), so the numbers compare.
 The reference is max(N, MIN_REAL) real images, its features computed once and cached (evaluation/refcache.py).

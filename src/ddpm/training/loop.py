@@ -187,12 +187,12 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
             bar.update(1)
             if world.is_main and tc.sample_every and state.step % tc.sample_every == 0:
                 preview = text.preview() if text is not None else torch.arange(len(data.class_names))
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # no draw of training's
+                with _own_rng(device):
                     grid = preview_grid(ema, schedule, preview, device, dc.prediction)
                 write_sample_png(grid, out_dir, state.step)
                 metrics.log_image("samples/ema", grid, state.step)
             if world.is_main and evaluator is not None and tc.eval_every and state.step % tc.eval_every == 0:
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                with _own_rng(device):
                     point = evaluator(state.step, ema, config, time.perf_counter() - t_trained)
                 for note in point.notes:
                     bar.write(note)
@@ -221,6 +221,12 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
     write_snapshot(state, config, stream, world, device, out_dir)
     barrier(world)
     return state
+
+
+def _own_rng(device: torch.device):
+    """Watching the run (grids, evaluations) draws from its own copy of the random state: training's stream of
+    draws is the same with or without it, so resume stays exact."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def build_model(config: RunConfig, device: torch.device) -> UNet:

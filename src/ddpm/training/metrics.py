@@ -23,6 +23,7 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.files import write_text_atomic
+from ddpm.common.pixels import to_uint8
 from ddpm.diffusion.forward import as_eps_model
 from ddpm.diffusion.sampler import PerSampleNoise, sample
 from ddpm.diffusion.sampling import PREVIEW_SAMPLING, SamplingConfig
@@ -119,7 +120,7 @@ class MetricsLog:
         if self.wandb is not None:
             import wandb
 
-            pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+            pixels = to_uint8(grid * 2 - 1).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
             self.wandb.log({tag: wandb.Image(pixels)}, step=step)
 
     def close(self) -> None:

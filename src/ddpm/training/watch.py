@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from ddpm.common.files import write_bytes_atomic
+from ddpm.common.pixels import to_uint8
 from ddpm.config import RunConfig
 from ddpm.network.unet import UNet
 
@@ -53,7 +54,7 @@ def write_sample_png(grid: torch.Tensor, out_dir: Path, step: int) -> Path:
     """grid: (C, H, W) float in [0, 1] (training.metrics.preview_grid) -> samples/step-XXXXXX.png, atomically."""
     from PIL import Image
 
-    pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # (C, H, W)
+    pixels = to_uint8(grid * 2 - 1).cpu()  # (C, H, W), the one float -> uint8 conversion
     image = Image.fromarray(pixels[0].numpy(), "L") if pixels.shape[0] == 1 else \
         Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
     buf = io.BytesIO()
