@@ -4,7 +4,7 @@ with captions written from the parameters that drew them, so every word of a cap
 A scene (`Scene`) is one or two `ObjectSpec`s and a background:
     colour    red, yellow, green, blue, purple, white  (hues 0, 52, 128, 226, 280 degrees and no hue: far apart)
     shape     circle, square, triangle, cross          (a filled disc, box, upward triangle, plus sign)
-    size      small (9 px across), large (14 px)
+    size      small (10 px across), large (14 px); the box edges of squares and crosses fall on pixel edges
     position  left, right, top, bottom, centre         (one object); two objects are `X above Y` (top, bottom) or
               `X to the left of Y` (left, right)
     jitter    dx, dy in [-2, 2] px (small) or [-1, 1] px (large): two large objects never overlap
@@ -35,7 +35,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 90, 255), "purple": (170, 50, 230), "white": (240, 240, 240),
 }
 SHAPES = ("circle", "square", "triangle", "cross")
-SIZES: dict[str, float] = {"small": 9.0, "large": 14.0}  # extent across, px
+SIZES: dict[str, float] = {"small": 10.0, "large": 14.0}  # extent across, px (even: crisp box edges)
 JITTER: dict[str, int] = {"small": 2, "large": 1}  # px, each way
 CENTRES: dict[str, tuple[float, float]] = {  # (x, y) in px, the image spans [0, 32]
     "left": (8.0, 16.0), "right": (24.0, 16.0), "top": (16.0, 8.0), "bottom": (16.0, 24.0), "centre": (16.0, 16.0)}
@@ -176,9 +176,9 @@ def _distance(shape: str, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.nda
     if shape == "circle":
         return np.sqrt(x * x + y * y) - h
     if shape == "square":
-        return np.maximum(np.abs(x), np.abs(y)) - h * 0.85  # side 1.7 h: about the disc's area (2.9 vs 3.1 h^2)
+        return np.maximum(np.abs(x), np.abs(y)) - np.round(0.85 * h)  # side 8 or 12 px: about the disc's area
     if shape == "cross":
-        t = h / 3  # half the arm's width
+        t = np.round(0.4 * h)  # half the arm's width: 2 or 3 px
         return np.minimum(np.maximum(np.abs(x) - h, np.abs(y) - t), np.maximum(np.abs(x) - t, np.abs(y) - h))
     # triangle: apex (0, -h), base y = +h from x = -h to +h; the slanted edges' unit normals (+-2, -1) / sqrt(5)
     slant = (2 * np.abs(x) - y - h) / np.sqrt(5.0)
