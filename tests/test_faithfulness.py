@@ -2,6 +2,7 @@
 chance, and changing one attribute of the drawn scene moves that attribute's score alone."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from ddpm.data import shapes_text as st
 from ddpm.data.shapes_text import ObjectSpec, Scene
 from ddpm.evaluation import scene_probe
-from ddpm.evaluation.faithfulness import ATTRIBUTES, chance, eval_scenes, faithfulness, region_colour
+from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_word_accuracy, eval_scenes,
+                                          faithfulness, hue_word, prompt_colour, region_colour)
 
 SWAP_SHAPE = {"circle": "square", "square": "triangle", "triangle": "cross", "cross": "circle"}
 SWAP_COLOUR = {"red": "blue", "blue": "green", "green": "purple", "purple": "yellow", "yellow": "white", "white": "red"}
@@ -115,3 +117,59 @@ def test_bad_images_are_refused(probe, scenes):
         faithfulness(np.zeros((len(scenes), 3, 28, 28), np.uint8), scenes, probe)
     with pytest.raises(ValueError):
         faithfulness(np.zeros((3, 3, 32, 32), np.uint8), scenes, probe)
+
+
+def _solid(rgb, size=32, background=(255, 255, 255), share=0.5):
+    """A square of colour `rgb` covering `share` of a `background` image, (3, size, size) uint8."""
+    image = np.empty((3, size, size), np.uint8)
+    image[:] = np.array(background, np.uint8)[:, None, None]
+    side = int(size * share ** 0.5)
+    image[:, :side, :side] = np.array(rgb, np.uint8)[:, None, None]
+    return image
+
+
+def test_hue_word_of_solid_colours_independent_of_hsv_code():
+    import colorsys
+
+    for word, (start, end) in HUE_WORDS.items():
+        span = (end - start) % 360
+        for frac in (0.1, 0.5, 0.9):  # inside the range, away from its edges
+            hue = (start + frac * span) % 360
+            for s, v in ((1.0, 1.0), (0.5, 0.8), (0.9, 0.4)):
+                rgb = [round(255 * c) for c in colorsys.hsv_to_rgb(hue / 360, s, v)]
+                assert hue_word(_solid(rgb)) == word, (word, hue, s, v)
+                assert hue_word(_solid(rgb, background=(0, 0, 0), share=0.1)) == word
+    for grey in ((255, 255, 255), (128, 128, 128), (0, 0, 0), (200, 190, 185)):
+        assert hue_word(_solid(grey)) is None  # no hue: white, grey, black, a faint tint
+    assert hue_word(_solid((220, 40, 40), share=0.01)) is None  # too few coloured pixels to call
+
+
+def test_colour_words_of_prompts():
+    assert prompt_colour("a Purple heart") == "purple" and prompt_colour("green, large circle") == "green"
+    assert prompt_colour("a heart") is None
+    images = np.stack([_solid((220, 40, 40)), _solid((40, 60, 230)), _solid((40, 200, 60))])
+    assert colour_word_accuracy(images, ["a red heart", "a green circle", "a smiling face"]) == 0.5
+    assert np.isnan(colour_word_accuracy(images[:1], ["a face"]))
+
+
+TWEMOJI = os.environ.get("DDPM_TWEMOJI_TGZ", "")
+
+
+@pytest.mark.skipif(not os.path.isfile(TWEMOJI), reason="set DDPM_TWEMOJI_TGZ to an `npm pack "
+                    "emoji-datasource-twitter` tarball to check the hue metric on real Twemoji")
+@pytest.mark.parametrize("size", [32, 64])
+def test_hue_word_of_twemoji_hearts_circles_squares(size):
+    import json
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(TWEMOJI) as tar:
+        image_of = {e["short_name"]: e["image"] for e in json.load(tar.extractfile("package/emoji.json"))}
+        for word in HUE_WORDS:
+            names = (["heart", "red_circle"] if word == "red" else [f"{word}_heart", f"large_{word}_circle"])
+            for name in names + [f"large_{word}_square"]:
+                im = Image.open(tar.extractfile("package/img/twitter/64/" + image_of[name])).convert("RGBA")
+                flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+                rgb = np.asarray(flat.resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+                assert hue_word(rgb) == word, name
