@@ -173,3 +173,17 @@ def test_hue_word_of_twemoji_hearts_circles_squares(size):
                 flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
                 rgb = np.asarray(flat.resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
                 assert hue_word(rgb) == word, name
+
+
+def test_probe_blur_is_a_unit_gaussian_of_the_given_std():
+    import torch
+
+    impulse = torch.zeros(1, 1, 15, 15, dtype=torch.float64)
+    impulse[0, 0, 7, 7] = 1
+    for sigma in (0.8, 1.0):  # the std the augmentation uses (up to 1 px; 7 taps hold +-3 std)
+        out = scene_probe.gaussian_blur(impulse, sigma)[0, 0]
+        offsets = torch.arange(-7, 8, dtype=torch.float64)
+        assert float(out.sum()) == pytest.approx(1.0)
+        assert float((out.sum(0) * offsets**2).sum()) == pytest.approx(sigma**2, rel=0.02)  # variance along x
+        assert torch.allclose(out, out.T)
+    assert scene_probe.gaussian_blur(impulse, 0.0).equal(impulse)
