@@ -87,14 +87,13 @@ TEXT_PROMPTS = (  # typed prompts for the grid; the last four name colour-shape 
 
 
 def text_demo_config(steps: int | None = None) -> RunConfig:
-    """What `ddpm train --data builtin:shapes-text --cond text --model tiny` resolves to (32 px RGB, the recipe, the
-    caption's tokens through cross-attention), with the demo's logging and TEXT_STEPS steps."""
+    """What `ddpm train --data builtin:shapes-text` resolves to (the tiny preset, 32 px RGB, text conditioning with
+    the caption's tokens through cross-attention, the recipe), with the demo's logging and TEXT_STEPS steps."""
     from ddpm.data.shapes_text import SHAPES_TEXT
     from ddpm.resolve import resolve_config
 
     train = {**DEMO_LOGGING, "steps": steps or TEXT_STEPS}
-    return resolve_config({"preset": "tiny", "data": {"source": SHAPES_TEXT}, "model": {"cond": "text"},
-                           "train": train}).config
+    return resolve_config({"data": {"source": SHAPES_TEXT}, "train": train}).config
 
 
 def run_text_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
@@ -103,8 +102,8 @@ def run_text_demo(out: Path, device: torch.device, steps: int | None = None, pro
     import json
 
     from ddpm.common.files import write_text_atomic
+    from ddpm.evaluation import faithfulness
     from ddpm.evaluation.evaluate import prompt_faithfulness
-    from ddpm.evaluation.faithfulness import eval_scenes
     from ddpm.launch import train_run
     from ddpm.pictures.grid import make_grid
     from ddpm.runtime.progress import SamplingBar
@@ -117,8 +116,9 @@ def run_text_demo(out: Path, device: torch.device, steps: int | None = None, pro
         drawn = run.sample_prompts(list(TEXT_PROMPTS), TEXT_PER_PROMPT, DEMO_SAMPLING, callback=bar)
     grid = out / "samples.png"
     make_grid(to_uint8(drawn.images), nrow=TEXT_PER_PROMPT, labels=list(TEXT_PROMPTS), scale=3).save(grid)
-    with SamplingBar(len(eval_scenes().scenes), DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
-        report = prompt_faithfulness(run, DEMO_SAMPLING, callback=bar)
+    scenes = faithfulness.eval_scenes()
+    with SamplingBar(len(scenes.scenes), DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
+        report = prompt_faithfulness(run, DEMO_SAMPLING, callback=bar, scenes=scenes)
     table = out / "faithfulness.json"
     write_text_atomic(table, json.dumps({"sampling": DEMO_SAMPLING.to_dict(), **report.to_dict()}, indent=2) + "\n")
     print("\n".join(["prompt faithfulness (evaluation/faithfulness.py):", *report.lines()]))

@@ -26,7 +26,7 @@ from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.diffusion.sampling import EVAL_SAMPLING, SamplingConfig
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
-from ddpm.evaluation.faithfulness import FaithfulnessReport, eval_scenes, faithfulness
+from ddpm.evaluation.faithfulness import EvalScenes, FaithfulnessReport, eval_scenes, faithfulness
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
 from ddpm.evaluation.refcache import cached_features
 from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
@@ -200,10 +200,12 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
 
 
 def prompt_faithfulness(run: TrainedModel, sampling: SamplingConfig, cache_dir: Path | None = None,
-                        callback: Callable[..., None] | None = None) -> FaithfulnessReport:
-    """One image for the first caption of each evaluation scene (eval_scenes: the fixed seen and held-out ones),
-    scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it names?"""
-    chosen = eval_scenes()
+                        callback: Callable[..., None] | None = None, scenes: EvalScenes | None = None
+                        ) -> FaithfulnessReport:
+    """One image for the first caption of each evaluation scene (default: eval_scenes(), the fixed seen and held-out
+    ones), scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it
+    names?"""
+    chosen = scenes or eval_scenes()
     images = run.sample_prompts(chosen.prompts, 1, sampling, callback=callback).images
     return faithfulness(to_uint8(images), chosen.scenes, cache_dir=cache_dir)
 
