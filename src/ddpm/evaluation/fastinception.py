@@ -36,14 +36,14 @@ class ConvReLU(nn.Module):
         self.stride, self.padding = stride, padding
 
     @classmethod
-    def folded(cls, layer: torch.jit.ScriptModule) -> "ConvReLU":
+    def folded(cls, layer: torch.jit.ScriptModule) -> ConvReLU:
         w, beta, mean, var = (getattr(layer, k).detach().double() for k in ("weight", "beta", "mean", "var"))
         s = (var + BN_EPS).rsqrt()  # (C_out,) 1 / sqrt(var + eps)
         pad = layer.padding if isinstance(layer.padding, (list, tuple)) else (layer.padding, layer.padding)
         return cls((w * s[:, None, None, None]).float(), (beta - mean * s).float(), int(layer.stride), tuple(pad))
 
     @classmethod
-    def stacked(cls, convs: list["ConvReLU"]) -> "ConvReLU":
+    def stacked(cls, convs: list[ConvReLU]) -> ConvReLU:
         """Several 1x1 ConvReLUs over the same input as one (output channels in the order given)."""
         return cls(torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]), 1, (0, 0))
 
