@@ -12,7 +12,8 @@ implementations (NVlabs' StyleGAN/EDM `inception-2015-12-05.pt`, torch-fidelity)
   -> (x - 128) / 128
 
 The network runs as fastinception.py rebuilds it (batch norm folded, shared 1x1 convolutions stacked,
-channels_last): the same features to float32 rounding, 1.6-1.9x faster on this CPU (docs/benchmarks.md);
+channels_last): the same features to float32 rounding (~4e-6 relative), 2.5x faster on an AVX2 CPU
+(docs/benchmarks.md);
 `fast=False` runs the file's own forward, the reference the tests and bench/eval_throughput.py compare with.
 `precision` "bf16" or "fp16" runs it under autocast: opt-in, because the features then move (docs/evaluation.md).
 """
