@@ -138,7 +138,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         fake_pooled = _gather(world, _extract(classifier.pooled_features, mine, 256))
         t_clf = time.perf_counter() - t_clf
     if settings.inception:
-        net = InceptionFeatures()
+        net = InceptionFeatures().to(run.device)  # on the run's device: a GPU when there is one
         t_gen = time.perf_counter()
         log(f"Inception features of {total} generated images")
         gen = _gather(world, _extract(net, mine, INCEPTION_BATCH, "eval: Inception features of generated images", progress))
