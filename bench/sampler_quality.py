@@ -32,9 +32,9 @@ from ddpm.api import load_run
 from ddpm.common.pixels import to_uint8
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import load_classifier
-from ddpm.evaluation.evaluate import EvalSettings, load_reference
+from ddpm.evaluation.evaluate import INCEPTION_BATCH, EvalSettings, load_reference
 from ddpm.evaluation.features import InceptionFeatures, extract
-from ddpm.evaluation.refcache import cached_features
+from ddpm.evaluation.refcache import reference_features
 from ddpm.diffusion.sampling import SAMPLERS, SamplingConfig
 
 DEFAULT_CONFIGS = "dpm++2m:10,dpm++2m:20,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:50,ddpm:1000"
@@ -96,15 +96,15 @@ def main() -> None:
               "with each other, at this N", flush=True)
 
     inception = None if args.no_inception else InceptionFeatures().to(args.device)
-    if inception is not None:
-        t0 = time.perf_counter()
-        ref_incep, hit = cached_features(inception.name, real.images, lambda: extract(inception, real.images, 50),
-                                         args.cache_dir, meta={"split": "test"})
-        print(f"Inception features of the real images: {'cached' if hit else f'{time.perf_counter() - t0:.0f} s'}", flush=True)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    if inception is not None:  # the whole test split, through the cache `ddpm eval` and training's evaluations use
+        ref_incep, hit = reference_features(inception.name, inception, real.images, INCEPTION_BATCH, args.cache_dir,
+                                            {"split": "test"}, say)
+        print(f"Inception features of the real images: {'cached' if hit else 'computed'}", flush=True)
     clf = load_classifier(args.classifier, args.device) if args.classifier else None
     if clf is not None:
-        ref_clf, _ = cached_features(clf.name, real.images, lambda: extract(clf.pooled_features, real.images, 256),
-                                     args.cache_dir, meta={"split": "test"})
+        ref_clf, _ = reference_features(clf.name, clf.pooled_features, real.images, 256, args.cache_dir,
+                                        {"split": "test"}, say)
 
     calls = [0]
     run.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -129,7 +129,7 @@ def main() -> None:
                "sample_s": time.perf_counter() - t0}
         if inception is not None:
             t0 = time.perf_counter()
-            row["fid"] = metrics.frechet_distance(ref_incep, extract(inception, images, 50))
+            row["fid"] = metrics.frechet_distance(ref_incep, extract(inception, images, INCEPTION_BATCH))
             row["inception_s"] = time.perf_counter() - t0
         if clf is not None:
             probs = extract(clf.probabilities, images, 256)

@@ -124,3 +124,33 @@ def test_sharded_eval_with_two_gloo_processes_equals_single_process(run_dir, cla
     for key in ("mean", "std"):
         assert m1["classifier_score"][key] == pytest.approx(m2["classifier_score"][key], abs=1e-6)
     assert m1["classifier_fid"] == pytest.approx(m2["classifier_fid"], rel=1e-4, abs=1e-4)
+
+
+def test_reference_features_are_made_once_for_training_evals_and_eval(run_dir, classifier_file, tmp_path, monkeypatch):
+    """The in-training evaluation and `ddpm eval` compare with the same real images (the whole test split) through
+    one cache entry: the second never runs the network on them (counted as calls, not timed). The first pass says
+    how long it will take before it starts."""
+    from ddpm.api import load_run
+    from ddpm.evaluation import refcache
+    from ddpm.evaluation.during import TrainingEval
+    from ddpm.evaluation.evaluate import EvalSettings, evaluate
+
+    passes = []  # the network over real images: refcache's extract calls (generated images go elsewhere)
+    monkeypatch.setattr(refcache, "extract", lambda fn, images, *a, **k: passes.append(len(images)) or
+                        _extract(fn, images, *a, **k))
+    run = load_run(run_dir)
+    lines = []
+    during = TrainingEval(tmp_path / "run", num_samples=20, classifier=classifier_file, inception=False,
+                          cache_dir=tmp_path / "cache", log=lines.append)
+    during(run.step, run.model, run.config, 100.0)
+    assert sum(passes) == 1000  # the test split, once
+    assert len(lines) == 1 and "features of 1,000 real images: about" in lines[0] and "once" in lines[0]
+    evaluate(run, EvalSettings(num_samples=20, inception=False), load_classifier(classifier_file), tmp_path / "cache")
+    during(run.step, run.model, run.config, 100.0)
+    assert sum(passes) == 1000 and len(lines) == 1  # cache hits: no network call on the real images, nothing said
+
+
+def _extract(*args, **kwargs):
+    from ddpm.evaluation.features import extract
+
+    return extract(*args, **kwargs)

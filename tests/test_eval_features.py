@@ -103,3 +103,37 @@ def test_inception_probabilities_from_a_file_with_logits(tmp_path):
     torch.jit.script(TinyLogitNet()).save(str(path))
     probs = InceptionProbabilities(path)(torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8))
     assert probs.shape == (4, 5) and torch.allclose(probs.sum(1), torch.ones(4, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def reference_net():
+    return InceptionFeatures(fast=False)  # the TorchScript file's own forward
+
+
+def test_fast_path_features_match_the_files_forward(inception, reference_net, test_split):
+    """fastinception.py (batch norm folded, 1x1s stacked, channels_last) against the file's forward on a fixed batch.
+    Tolerance: 1e-4 relative (L2, per image). The measured error is ~4e-6 (float32 rounding of the folded weights
+    and of other summation orders); bench/eval_throughput.py measured FID moving by ~1e-7 relative between the two
+    paths, and a relative feature error e moves FID by about 2e (FID is quadratic in the features), so 1e-4 keeps
+    FID within 2e-4 of the reference, far inside the 0.5% the evaluation allows. A mis-folded batch norm (eps
+    dropped, a bias sign, a wrong channel order in a stacked 1x1) is off by 1e-3 or more."""
+    g = torch.Generator().manual_seed(1)
+    real = test_split.images[torch.randperm(len(test_split), generator=g)[:6]]
+    batch = torch.cat([real, torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8, generator=g)])
+    fast, ref = inception(batch), reference_net(batch)  # (8, 2048) each
+    assert fast.shape == ref.shape == (8, 2048)
+    rel = (fast - ref).norm(dim=1) / ref.norm(dim=1)
+    assert rel.max() < 1e-4, rel
+    assert inception.name == reference_net.name  # so they share the reference cache
+
+
+def test_fid_of_identical_sets_is_zero(inception, test_split):
+    f = feats.extract(inception, test_split.images[:40], batch_size=20)  # (40, 2048): covariance of rank 39
+    assert abs(frechet_distance(f, f)) < 1e-3
+    assert frechet_distance(f[:20], f[20:]) > 1.0  # and not zero for different images
+
+
+def test_reduced_precision_features_have_their_own_cache_key():
+    assert InceptionFeatures(precision="bf16").name != InceptionFeatures().name
+    with pytest.raises(UserError, match="unknown feature precision"):
+        InceptionFeatures(precision="int8")

@@ -12,18 +12,22 @@ one image (sampling plus Inception features) is measured on one image per class,
     N = 0.10 x (training seconds since the run started or resumed) / (seconds per image),
 rounded down to a multiple of the number of classes, between MIN_SAMPLES (at least two per class) and MAX_SAMPLES.
 N is then fixed for the whole run (also across a resume: read back from metrics.jsonl), so the numbers compare.
-The reference is max(N, MIN_REAL) real images, its features computed once and cached (evaluation/refcache.py).
+The reference is the whole held-out split, as for `ddpm eval` and bench/sampler_quality.py: its features are computed
+once, at the first evaluation (which says how long that takes), and cached for all three (evaluation/refcache.py).
 `--eval-samples N` fixes N instead.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from ddpm.api import TrainedModel
 from ddpm.config import RunConfig
@@ -37,7 +41,6 @@ from ddpm.training.watch import EvalPoint
 
 BUDGET = 0.10  # the share of training time evaluations may take
 MIN_SAMPLES, MAX_SAMPLES = 20, 1_000
-MIN_REAL = 200  # the reference's smallest size (features computed once)
 SAMPLING = replace(PREVIEW_SAMPLING, batch_size=100)  # 20 DDIM steps, guidance 3, seed 0
 
 
@@ -55,8 +58,9 @@ class TrainingEval:
     """An Evaluator (training/watch.py) over `out_dir`'s run: see the module docstring."""
 
     def __init__(self, out_dir: Path, num_samples: int = 0, classifier: str | Path = "", cache_dir: Path | None = None,
-                 device: torch.device | str = "cpu", inception: bool = True) -> None:
-        self.out_dir, self.cache_dir, self.device = Path(out_dir), cache_dir, torch.device(device)
+                 device: torch.device | str = "cpu", inception: bool = True,
+                 log: Callable[[str], None] = lambda line: tqdm.write(line, file=sys.stderr)) -> None:
+        self.out_dir, self.cache_dir, self.device, self.log = Path(out_dir), cache_dir, torch.device(device), log
         self.num_samples, self.inception = num_samples, inception
         self.classifier: DomainClassifier | None = load_classifier(classifier, self.device) if classifier else None
         if not (inception or self.classifier):
@@ -69,9 +73,9 @@ class TrainingEval:
         notes = []
         if not self.num_samples:
             self.num_samples = self._from_earlier_evals() or self._sized(run, train_seconds, notes)
-        settings = EvalSettings(num_samples=self.num_samples, sampling=SAMPLING, inception=self.inception,
-                                max_real=max(self.num_samples, MIN_REAL), kid_subsets=50)
-        result, _ = evaluate(run, settings, self.classifier, self.cache_dir)
+        settings = EvalSettings(num_samples=self.num_samples, sampling=SAMPLING, inception=self.inception, kid_subsets=50)
+        result, _ = evaluate(run, settings, self.classifier, self.cache_dir,
+                             announce=lambda line: self.log(f"eval: {line}"))
         m = result["metrics"]
         values = {"num_samples": float(result["num_generated"])}
         if "kid" in m:

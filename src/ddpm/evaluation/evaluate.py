@@ -28,16 +28,17 @@ from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
 from ddpm.evaluation.faithfulness import EvalScenes, FaithfulnessReport, eval_scenes, faithfulness
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
-from ddpm.evaluation.refcache import cached_features
+from ddpm.evaluation.refcache import reference_features
 from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
 from ddpm.runtime.progress import SamplingBar, bar
 
 UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
 MAX_SAMPLES = 1_000_000  # 20x the literature's 50k; the generated images are held in memory (12 GB at 3x64x64)
+INCEPTION_BATCH = 50  # images per Inception call (bench/eval_throughput.py: 16 and 50 run at the same rate)
 
 
 def default_num_samples(device: torch.device) -> int:
-    """50k is the literature's FID; on a CPU (~0.3 s an image for Inception at 299 px) 1,000 is what fits."""
+    """50k is the literature's FID; on a CPU (sampling ~0.5 s an image at 50 steps, Inception ~0.05 s) 1,000 fits."""
     return 10_000 if device.type == "cuda" else 1_000
 
 
@@ -87,14 +88,17 @@ def load_reference(run: TrainedModel, settings: EvalSettings, cache_dir: Path | 
 
 def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassifier | None = None,
              cache_dir: Path | None = None, log: Progress = lambda _: None,
-             world: World | None = None, progress: bool = False) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
+             world: World | None = None, progress: bool = False,
+             announce: Progress | None = None) -> tuple[dict[str, Any], torch.Tensor] | tuple[None, None]:
     """Returns (results as a JSON-ready dict, the generated uint8 images (N, C, H, W), class-major) on rank 0;
     (None, None) on the other ranks of a torchrun world, which only sample and extract their share.
-    `progress`: bars with an ETA for sampling and feature extraction (rank 0's share under torchrun)."""
+    `progress`: bars with an ETA for sampling and feature extraction (rank 0's share under torchrun).
+    `announce` (default: `log`): how long a reference pass not yet cached will take, before it starts."""
     world = world or World()
     if not world.is_main:
         log = lambda _: None  # noqa: E731
         progress = False
+    announce = announce or log
     sampling = settings.sampling.resolved(run.schedule.num_steps)  # a bad step count fails before any work
     real = load_reference(run, settings, cache_dir, progress)
     real_images = real.images  # (R, C, H, W) uint8
@@ -136,14 +140,14 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         fake_pooled = _gather(world, _extract(classifier.pooled_features, mine, 256))
         t_clf = time.perf_counter() - t_clf
     if settings.inception:
-        net = InceptionFeatures()
+        net = InceptionFeatures().to(run.device)  # on the run's device: a GPU when there is one
         t_gen = time.perf_counter()
         log(f"Inception features of {total} generated images")
-        gen = _gather(world, _extract(net, mine, 50, "eval: Inception features of generated images", progress))
+        gen = _gather(world, _extract(net, mine, INCEPTION_BATCH, "eval: Inception features of generated images", progress))
         t_gen = time.perf_counter() - t_gen
     if is_net is not None:
         t_is = time.perf_counter()
-        is_probs = _gather(world, _extract(is_net, mine, 50))
+        is_probs = _gather(world, _extract(is_net, mine, INCEPTION_BATCH))
         t_is = time.perf_counter() - t_is
     if not world.is_main:
         return None, None
@@ -157,17 +161,16 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["classifier_test_accuracy"] = classifier.config.test_accuracy
         mean, std = metrics.inception_score(probs, splits=min(10, len(probs)), seed=sampling.seed)
         results["classifier_score"] = {"mean": mean, "std": std, "max": k}
-        ref, _ = cached_features(classifier.name, real_images, lambda: extract(classifier.pooled_features, real_images, 256),
-                                 cache_dir, meta={"split": settings.split})
+        ref, _ = reference_features(classifier.name, classifier.pooled_features, real_images, 256, cache_dir,
+                                    {"split": settings.split}, announce)
         results["classifier_fid"] = metrics.frechet_distance(ref, fake_pooled)
         timings["classifier"] = t_clf + time.perf_counter() - t0
 
     if settings.inception:
         t0 = time.perf_counter()
-        log(f"Inception features of {len(real_images)} real images (cached after the first time)")
-        ref, hit = cached_features(net.name, real_images,
-                                   lambda: _extract(net, real_images, 50, "eval: Inception features of real images", progress),
-                                   cache_dir, meta={"split": settings.split})
+        with bar(len(real_images), "eval: Inception features of real images", "img", progress) as b:
+            ref, hit = reference_features(net.name, net, real_images, INCEPTION_BATCH, cache_dir,
+                                          {"split": settings.split}, announce, b.update)
         timings["inception_reference" + ("_cached" if hit else "")] = time.perf_counter() - t0
         timings["inception_generated"] = t_gen
         t0 = time.perf_counter()

@@ -3,11 +3,16 @@
 Key: the feature extractor's name, and the dataset's identity (SHA-256 of the uint8 image bytes, which also fixes
 image size, channels and count). Files: <cache>/eval-features/<key>.safetensors holding `features` (N, D) float32,
 with the source, split and extractor in the metadata. Default cache: $DDPM_CACHE_DIR or ~/.cache/ddpm.
+
+`reference_features` is the one way the reference side is read or made: `ddpm eval`, the evaluation during
+training (evaluation/during.py) and bench/sampler_quality.py all compare with the whole split through it, so they
+share one entry. On a miss it times the first batch and says how long the whole pass will take.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +21,7 @@ import torch
 from ddpm.common.errors import UserError
 from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensors
 from ddpm.data.cache import default_cache_dir
+from ddpm.evaluation.features import FeatureFn, extract
 
 
 def images_digest(images: torch.Tensor, chunk: int = 4096) -> str:
@@ -48,3 +54,21 @@ def cached_features(extractor: str, images: torch.Tensor, compute: Callable[[], 
     except OSError as e:
         raise UserError(f"cannot write the evaluation cache in {folder} ({e.strerror}); set --cache-dir or DDPM_CACHE_DIR") from None
     return feats, False
+
+
+def reference_features(extractor: str, fn: FeatureFn, images: torch.Tensor, batch_size: int, cache_dir: Path | None = None,
+                       meta: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None,
+                       progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, bool]:
+    """fn's features of the real images (N, C, H, W) uint8, from the cache or made once and stored: (N, D) float32,
+    and whether they were cached. Before a pass it logs its expected length, from the time of the first batch."""
+
+    def compute() -> torch.Tensor:
+        t0 = time.perf_counter()
+        first = extract(fn, images[:batch_size], batch_size, progress)  # also warms up the kernels: errs long
+        per_image = (time.perf_counter() - t0) / len(first)
+        log(f"{extractor} features of {len(images):,} real images: about {per_image * len(images):.0f} s, once "
+            f"(cached in {Path(cache_dir or default_cache_dir()).expanduser() / 'eval-features'})")
+        rest = [extract(fn, images[batch_size:], batch_size, progress)] if len(images) > batch_size else []
+        return torch.cat([first, *rest])
+
+    return cached_features(extractor, images, compute, cache_dir, meta)
