@@ -113,6 +113,11 @@ class SamplingConfig:
         object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
         object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))
 
+    @property
+    def deterministic(self) -> bool:
+        """Each image a function of its starting noise and condition alone: ddim at eta 0, or dpm++2m."""
+        return self.sampler is Sampler.DPMPP_2M or (self.sampler is Sampler.DDIM and self.eta == 0)
+
     def num_steps(self, num_train_steps: int) -> int:
         """The steps to take with a schedule of T = num_train_steps: `steps`, or the sampler's default capped at T."""
         if self.steps is None:
@@ -147,3 +152,5 @@ class SamplingConfig:
 EVAL_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, batch_size=100)
 # TensorBoard preview grids while a run trains: cheap and deterministic.
 PREVIEW_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, steps=20)
+# `ddpm interpolate`: a deterministic sampler (each frame a function of its noise and condition).
+INTERPOLATION_SAMPLING = SamplingConfig(sampler=Sampler.DDIM)
