@@ -19,6 +19,7 @@ from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.diffusion.editing import (
     ImageToImage,
     denoising_steps,
+    inpainting_steps,
     frame_positions,
     resampling_plan,
     slerp,
@@ -200,7 +201,7 @@ def test_inpainting_bad_masks_are_one_line_errors(tmp_path) -> None:
 def test_resampling_plan(n: int, jump: int, repeats: int) -> None:
     pairs = timestep_pairs(1000, n)
     plan = resampling_plan(pairs, jump, repeats)
-    assert denoising_steps(plan) == n + (repeats - 1) * jump * ((n - 1) // jump)
+    assert denoising_steps(plan) == inpainting_steps(n, jump, repeats) == n + (repeats - 1) * jump * ((n - 1) // jump)
     assert plan[-1] == pairs[-1]  # ends with the clean sample
     assert [p for p in plan if p[1] < p[0]][:jump] == pairs[:jump]
     levels = [t for t, _ in pairs] + [-1]

@@ -92,16 +92,6 @@ def check_mask(mask: torch.Tensor, what: str) -> torch.Tensor:
     return mask
 
 
-def parse_box(text: str) -> Box:
-    """'x0,y0,x1,y1' (whole numbers) -> Box; a ValueError saying what was expected otherwise."""
-    from ddpm.common.parse import ascii_integer
-
-    parts = [ascii_integer(p.strip()) for p in text.split(",")]
-    if len(parts) != 4 or any(p is None for p in parts):
-        raise ValueError(f"expected x0,y0,x1,y1 (four whole numbers, pixels of the image), got {text[:40]!r}")
-    return tuple(parts)  # type: ignore[return-value]
-
-
 def _name(source: Source) -> str:
     return "(uploaded)" if isinstance(source, bytes) else str(source)
 

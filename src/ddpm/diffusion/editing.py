@@ -59,6 +59,16 @@ def denoising_steps(plan: list[Pair]) -> int:
     return sum(1 for t, t_prev in plan if t_prev < t)
 
 
+def image_to_image_steps(num_steps: int, strength: float) -> int:
+    """m = round(strength N): the steps image to image takes of the sampler's N."""
+    return round(strength * num_steps)
+
+
+def inpainting_steps(num_steps: int, jump: int, repeats: int) -> int:
+    """Denoising steps of RePaint's plan over the sampler's N: N + (repeats - 1) jump floor((N - 1) / jump)."""
+    return num_steps + (repeats - 1) * jump * ((num_steps - 1) // jump)
+
+
 def strength_check(strength: object) -> str | None:
     """None when `strength` is an image-to-image strength (a number from 0 to 1), else what was expected."""
     ok = isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 <= strength <= 1
@@ -89,7 +99,7 @@ class ImageToImage:
     strength: float
 
     def plan(self, pairs: list[Pair]) -> list[Pair]:
-        m = round(self.strength * len(pairs))  # steps taken of the sampler's N
+        m = image_to_image_steps(len(pairs), self.strength)
         return pairs[len(pairs) - m:] if m else []
 
     def start(self, schedule: NoiseSchedule, t: int, z: torch.Tensor) -> torch.Tensor:
@@ -155,7 +165,7 @@ class StartFrom:
 def resampling_plan(pairs: list[Pair], jump: int, repeats: int) -> list[Pair]:
     """RePaint's schedule over the sampler's levels l_0 = T-1 > l_1 > ... > l_N = -1 (pairs (l_k, l_{k+1})): step
     down; on reaching a level l_k with k a multiple of `jump` (0 < k < N), go back up to l_{k-jump} and step down
-    again, repeats - 1 times. Denoising steps: N + (repeats - 1) jump floor((N - 1) / jump)."""
+    again, repeats - 1 times (`inpainting_steps` denoising steps in all)."""
     if jump_check(jump) or repeats_check(repeats):
         raise UserError(f"RePaint needs {jump_check(jump) or repeats_check(repeats)}, got jump {jump!r}, "
                         f"repeats {repeats!r}")
