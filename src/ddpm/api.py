@@ -30,20 +30,17 @@ from ddpm.config import CONFIG_NAME, RunConfig
 from ddpm.diffusion.forward import EpsModel, as_eps_model
 from ddpm.diffusion.guidance import NegativeAsNull
 from ddpm.data.inputs import Box, Source, box_mask, check_mask, file_sha256, read_input, read_mask
-from ddpm.diffusion.editing import (
+from ddpm.diffusion.editing import Guide, ImageToImage, Inpainting, StartFrom, frame_positions, resampling_plan, slerp
+from ddpm.diffusion.sampler import PerSampleNoise, StepCallback, sample
+from ddpm.diffusion.sampling import (
+    DEFAULT_FRAMES,
     DEFAULT_JUMP,
     DEFAULT_REPEATS,
-    Guide,
-    ImageToImage,
-    Inpainting,
-    StartFrom,
+    DEFAULT_STRENGTH,
+    INTERPOLATION_SAMPLING,
+    SamplingConfig,
     check_strength,
-    frame_positions,
-    resampling_plan,
-    slerp,
 )
-from ddpm.diffusion.sampler import PerSampleNoise, StepCallback, sample
-from ddpm.diffusion.sampling import INTERPOLATION_SAMPLING, SamplingConfig
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
 from ddpm.text.captions import class_captions
@@ -301,7 +298,7 @@ class TrainedModel:
         return cond, rows[0], neg, neg_row
 
     def edit(self, images: ImageSpec | Sequence[Source], prompt: str | None = None, n: int = 4,
-             strength: float = 0.6, sampling: SamplingConfig | None = None, *, negative: str | None = None,
+             strength: float = DEFAULT_STRENGTH, sampling: SamplingConfig | None = None, *, negative: str | None = None,
              strict: bool = False, progress: Callable[[int], None] | None = None,
              callback: StepCallback | None = None, **options: Any) -> EditSamples:
         """Image to image (SDEdit; diffusion/editing.ImageToImage): each input noised to about strength x T, then
@@ -353,7 +350,7 @@ class TrainedModel:
                                 progress=progress, callback=callback, guide=guide)
         return EditSamples(out, [row], neg_row, to_model_range(x0), hashes, generate)
 
-    def interpolate(self, start: str | None = None, end: str | None = None, frames: int = 9,
+    def interpolate(self, start: str | None = None, end: str | None = None, frames: int = DEFAULT_FRAMES,
                     sampling: SamplingConfig | None = None, *, seed_a: int | None = None, seed_b: int | None = None,
                     strict: bool = False, progress: Callable[[int], None] | None = None,
                     callback: StepCallback | None = None, **options: Any) -> Morph:

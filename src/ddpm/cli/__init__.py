@@ -12,12 +12,17 @@ from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer, ascii_real
 from ddpm.diffusion.sampling import (
+    DEFAULT_FRAMES,
+    DEFAULT_JUMP,
+    DEFAULT_REPEATS,
     DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
     EVAL_SAMPLING,
     INTERPOLATION_SAMPLING,
     SAMPLERS,
     VARIANCES,
     SamplingConfig,
+    strength_check,
 )
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
@@ -173,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edit_flags(p, "edit.png", "results per input image")
     p.add_argument("--image", action="append", required=True, type=path,
                    help="an input image, decoded and resized as the run's training data (repeat for more, one grid row each)")
-    p.add_argument("--strength", type=_typed(ascii_real, "a number", _expects(_lazy("ddpm.diffusion.editing", "strength_check"))),
-                   default=0.6, help="how far to noise: 0 returns the input, 1 is plain sampling (t = strength x T)")
+    p.add_argument("--strength", type=_typed(ascii_real, "a number", _expects(strength_check)),
+                   default=DEFAULT_STRENGTH, help="how far to noise: 0 returns the input, 1 is plain sampling (t = strength x T)")
     add_sampling_flags(p, SamplingConfig())
 
     p = sub.add_parser("inpaint", help="fill a masked region of an image (RePaint), keeping the rest exactly",
@@ -184,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--mask", type=path, help="a mask of the image's size: white = generate, black = keep")
     where.add_argument("--box", type=box, help="x0,y0,x1,y1: a rectangle to generate, in the image's pixels")
-    p.add_argument("--jump", type=_count("ddpm.diffusion.editing", "jump_check"), default=None,
-                   help="RePaint's jump length in sampler steps (default: measured, docs/editing.md)")
-    p.add_argument("--repeats", type=_count("ddpm.diffusion.editing", "repeats_check"), default=None,
+    p.add_argument("--jump", type=_count("ddpm.diffusion.sampling", "jump_check"), default=DEFAULT_JUMP,
+                   help="RePaint's jump length in sampler steps (the default measured: docs/editing.md)")
+    p.add_argument("--repeats", type=_count("ddpm.diffusion.sampling", "repeats_check"), default=DEFAULT_REPEATS,
                    help="each stretch of --jump steps is denoised this many times (1: no resampling)")
     add_sampling_flags(p, SamplingConfig())
 
@@ -195,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=path, help="run directory or checkpoint file")
     p.add_argument("--from", dest="start", default=None, help="the first frame's prompt")
     p.add_argument("--to", dest="end", default=None, help="the last frame's prompt (default: --from)")
-    p.add_argument("--frames", type=_count("ddpm.diffusion.editing", "frames_check"), default=9,
+    p.add_argument("--frames", type=_count("ddpm.diffusion.sampling", "frames_check"), default=DEFAULT_FRAMES,
                    help="frames, both ends included")
     p.add_argument("--seed-a", type=_sampling("seed", ascii_integer), default=None,
                    help="noise of the first frame (default: --seed)")

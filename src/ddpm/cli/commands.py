@@ -123,17 +123,16 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
-    from ddpm.diffusion.editing import DEFAULT_JUMP, DEFAULT_REPEATS, inpainting_steps
+    from ddpm.diffusion.editing import inpainting_steps
 
     run = _edit_run(args, [args.image, *([args.mask] if args.mask else [])])
     sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
-    jump = DEFAULT_JUMP if args.jump is None else args.jump
-    repeats = DEFAULT_REPEATS if args.repeats is None else args.repeats
-    with _one_line_warnings(), _bar(args, args.n, sampling, inpainting_steps(sampling.steps, jump, repeats)) as bar:
-        out = run.inpaint(args.image, args.mask, args.prompt, args.n, sampling, box=args.box, jump=jump,
-                          repeats=repeats, negative=args.negative, strict=args.strict, callback=bar)
+    steps = inpainting_steps(sampling.steps, args.jump, args.repeats)
+    with _one_line_warnings(), _bar(args, args.n, sampling, steps) as bar:
+        out = run.inpaint(args.image, args.mask, args.prompt, args.n, sampling, box=args.box, jump=args.jump,
+                          repeats=args.repeats, negative=args.negative, strict=args.strict, callback=bar)
     _save_edit(args, run, out, sampling, mode="inpaint", box=list(args.box) if args.box else None,
-               mask=_shown(args.mask) if args.mask else None, jump=jump, repeats=repeats)
+               mask=_shown(args.mask) if args.mask else None, jump=args.jump, repeats=args.repeats)
 
 
 def _edit_run(args: argparse.Namespace, inputs: list[Path]):

@@ -26,12 +26,10 @@ from typing import Protocol
 import torch
 
 from ddpm.common.errors import UserError
+from ddpm.diffusion.sampling import DEFAULT_JUMP, DEFAULT_REPEATS, frames_check, jump_check, repeats_check
 from ddpm.diffusion.schedule import NoiseSchedule
 
 Pair = tuple[int, int]  # (t, t_prev): a denoising step when t_prev < t, a jump back up (RePaint) when t_prev > t
-DEFAULT_JUMP = 5  # RePaint's jump length j, in sampler steps (measured on the demo model: docs/editing.md)
-DEFAULT_REPEATS = 3  # RePaint's r: each stretch of j steps is denoised r times in all (1: no resampling)
-MAX_REPEATS = 100
 
 
 class Guide(Protocol):
@@ -67,28 +65,6 @@ def image_to_image_steps(num_steps: int, strength: float) -> int:
 def inpainting_steps(num_steps: int, jump: int, repeats: int) -> int:
     """Denoising steps of RePaint's plan over the sampler's N: N + (repeats - 1) jump floor((N - 1) / jump)."""
     return num_steps + (repeats - 1) * jump * ((num_steps - 1) // jump)
-
-
-def strength_check(strength: object) -> str | None:
-    """None when `strength` is an image-to-image strength (a number from 0 to 1), else what was expected."""
-    ok = isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 <= strength <= 1
-    return None if ok else "a strength from 0 (the input unchanged) to 1 (plain sampling)"
-
-
-def check_strength(strength: object) -> float:
-    if strength_check(strength):
-        raise UserError(f"--strength must be {strength_check(strength)}, got {strength!r}")
-    return float(strength)  # type: ignore[arg-type]
-
-
-def jump_check(jump: object) -> str | None:
-    ok = isinstance(jump, int) and not isinstance(jump, bool) and 1 <= jump <= 1_000_000
-    return None if ok else "a jump length of at least 1 sampler step"
-
-
-def repeats_check(repeats: object) -> str | None:
-    ok = isinstance(repeats, int) and not isinstance(repeats, bool) and 1 <= repeats <= MAX_REPEATS
-    return None if ok else f"a number of repeats from 1 (no resampling) to {MAX_REPEATS}"
 
 
 @dataclass(frozen=True)
@@ -201,13 +177,5 @@ def slerp(a: torch.Tensor, b: torch.Tensor, u: float) -> torch.Tensor:
 def frame_positions(frames: int) -> list[float]:
     """u = f / (frames - 1) for f = 0..frames-1: both ends included."""
     if frames_check(frames):
-        raise UserError(f"--frames must be {frames_check(frames)}, got {frames!r}")
+        raise UserError(f"frames must be {frames_check(frames)}, got {frames!r}")
     return [f / (frames - 1) for f in range(frames)]
-
-
-MAX_FRAMES = 1000
-
-
-def frames_check(frames: object) -> str | None:
-    ok = isinstance(frames, int) and not isinstance(frames, bool) and 2 <= frames <= MAX_FRAMES
-    return None if ok else f"a number of frames from 2 to {MAX_FRAMES}"
