@@ -176,7 +176,7 @@ class Gate:
         self.release, self.ran = threading.Event(), []
 
     def __call__(self, job):
-        req, _ = job.request
+        req, *_ = job.request
         self.ran.append(req.sampling.seed)
         if req.prompt == "bird":  # a job that breaks
             raise RuntimeError("boom\nsecond line")
