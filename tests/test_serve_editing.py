@@ -7,19 +7,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import untrained_run
+from helpers import untrained_run, wait_for_job
 from PIL import Image
 
 from ddpm.api import load_run
 from ddpm.common.pixels import to_uint8
 from ddpm.pictures.pngmeta import read_png_metadata
 from ddpm.serve import create_app
-from ddpm.serve.jobs import DONE, FAILED
+from ddpm.serve.jobs import DONE
 
 LOCAL = "http://127.0.0.1:7860"
 
@@ -50,14 +49,7 @@ HALF = np.zeros((32, 32), np.uint8)
 HALF[:, 16:] = 255  # generate the right half
 
 
-def wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in (DONE, FAILED):
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+wait = wait_for_job
 
 
 def pixels(client: TestClient, url: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -29,6 +29,7 @@ from ddpm.common.errors import UserError
 from ddpm.diffusion.sampling import DEFAULT_JUMP, DEFAULT_REPEATS, frames_check, jump_check, repeats_check
 from ddpm.diffusion.schedule import NoiseSchedule
 
+Draw = Callable[[], torch.Tensor]  # fresh N(0, I) noise of the batch's shape, from the loop's per-image generators
 Pair = tuple[int, int]  # (t, t_prev): a denoising step when t_prev < t, a jump back up (RePaint) when t_prev > t
 
 
@@ -43,7 +44,7 @@ class Guide(Protocol):
         """x at the plan's first t (-1 for an empty plan), given the loop's first draw z ~ N(0, I), (B, C, H, W)."""
         ...
 
-    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw) -> torch.Tensor:
+    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         """x_{t_prev} after a denoising step, changed or not; draw() -> fresh (B, C, H, W) N(0, I) noise."""
         ...
 
@@ -84,7 +85,7 @@ class ImageToImage:
         ab = schedule.alpha_bar_of(t)  # t = -1 (no step): ab = 1, x0 itself
         return math.sqrt(ab) * self.x0.to(z.device) + math.sqrt(1 - ab) * z  # q(x_t | x_0), DDPM eq. 4
 
-    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw) -> torch.Tensor:
+    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         return x
 
     def rows(self, start: int, stop: int) -> "ImageToImage":
@@ -106,7 +107,7 @@ class Inpainting:
     def start(self, schedule: NoiseSchedule, t: int, z: torch.Tensor) -> torch.Tensor:
         return z  # x_T ~ N(0, I); the known region is put in after the first step
 
-    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw) -> torch.Tensor:
+    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         x0 = self.x0.to(x.device)
         if t_prev < 0:
             known = x0  # the input itself: the known pixels of the result are exactly the input's
@@ -131,7 +132,7 @@ class StartFrom:
     def start(self, schedule: NoiseSchedule, t: int, z: torch.Tensor) -> torch.Tensor:
         return self.x_T.to(z.device, z.dtype)
 
-    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw) -> torch.Tensor:
+    def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         return x
 
     def rows(self, start: int, stop: int) -> "StartFrom":
