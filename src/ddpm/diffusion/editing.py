@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 import torch
 
 from ddpm.common.errors import UserError
+from ddpm.diffusion.forward import q_jump
 from ddpm.diffusion.sampling import DEFAULT_JUMP, DEFAULT_REPEATS, frames_check, jump_check, repeats_check
 from ddpm.diffusion.schedule import NoiseSchedule
 
@@ -82,8 +83,7 @@ class ImageToImage:
     def start(self, schedule: NoiseSchedule, t: int, z: torch.Tensor) -> torch.Tensor:
         if t == schedule.num_steps - 1:  # the whole chain: x_T ~ N(0, I), exactly as sampling starts
             return z
-        ab = schedule.alpha_bar_of(t)  # t = -1 (no step): ab = 1, x0 itself
-        return math.sqrt(ab) * self.x0.to(z.device) + math.sqrt(1 - ab) * z  # q(x_t | x_0), DDPM eq. 4
+        return q_jump(schedule, self.x0.to(z.device), -1, t, z)  # q(x_t | x_0), DDPM eq. 4; t = -1: x0 itself
 
     def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         return x
@@ -109,11 +109,8 @@ class Inpainting:
 
     def after_step(self, schedule: NoiseSchedule, t_prev: int, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         x0 = self.x0.to(x.device)
-        if t_prev < 0:
-            known = x0  # the input itself: the known pixels of the result are exactly the input's
-        else:
-            ab = schedule.alpha_bar_of(t_prev)
-            known = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * draw()  # x_s^known ~ q(x_s | x_0)
+        # x_s^known ~ q(x_s | x_0); at s = -1 the input itself: the known pixels of the result are exactly the input's
+        known = x0 if t_prev < 0 else q_jump(schedule, x0, -1, t_prev, draw())
         return torch.where(self.known.to(x.device), known, x)
 
     def rows(self, start: int, stop: int) -> "Inpainting":

@@ -33,8 +33,8 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: 
 
 
 def q_jump(schedule: NoiseSchedule, x_s: torch.Tensor, s: int, t: int, noise: torch.Tensor) -> torch.Tensor:
-    """x_t ~ q(x_t | x_s) = N(sqrt(ab_t / ab_s) x_s, (1 - ab_t / ab_s) I) for -1 <= s < t (noise added from s to t;
-    RePaint's way back up). x_s, noise: (B, C, H, W)."""
+    """x_t ~ q(x_t | x_s) = N(sqrt(ab_t / ab_s) x_s, (1 - ab_t / ab_s) I) for -1 <= s <= t at python-int steps (the
+    noise added from s to t: RePaint's way back up; from s = -1, x_s = x_0, DDPM eq. 4). x_s, noise: (B, C, H, W)."""
     ratio = schedule.alpha_bar_of(t) / schedule.alpha_bar_of(s)
     return math.sqrt(ratio) * x_s + math.sqrt(1 - ratio) * noise
 
