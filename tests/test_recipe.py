@@ -205,10 +205,21 @@ def test_a_format_1_config_without_the_changed_keys_means_the_old_defaults():
     c = RunConfig.from_dict(d)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("linear", "eps", "none")
     assert (c.train.lr, c.train.warmup(), c.train.lr_schedule, c.train.ema_decay) == (2e-4, 100, "constant", 0.999)
-    assert RunConfig().format_version == FORMAT_VERSION == 2
+    assert RunConfig().format_version == FORMAT_VERSION == 3
     d2 = RunConfig().to_dict()
     del d2["diffusion"]["schedule"]
-    assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # format 2 without the key: today's default
+    assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # today's format without the key: today's default
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_text_model_from_before_format_3_reads_the_sentence_embedding_only(version):
+    """Formats 1 and 2 had no text_tokens: their text models were built without cross-attention, and must load as
+    they were trained; today's default attends to tokens."""
+    d = RunConfig().to_dict()
+    d["format_version"] = version
+    del d["model"]["text_tokens"]
+    assert RunConfig.from_dict(d).model.text_tokens == 0
+    assert RunConfig().model.text_tokens > 0
 
 
 def test_continuing_a_run_takes_its_own_settings_not_todays_defaults(tmp_path):
@@ -270,7 +281,7 @@ def test_a_folder_trained_with_only_data_out_and_steps_gets_its_shape_and_the_re
     c = RunConfig.load(out / "config.json")
     assert (c.model.channels, c.model.image_size, c.model.base_channels) == (channels, 16, 64)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("cosine", "v", "min-snr")
-    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 2
+    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 3
     from ddpm.api import load_run
 
     run = load_run(out)

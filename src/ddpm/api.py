@@ -156,7 +156,8 @@ class TrainedModel:
 
     @property
     def vocabulary(self) -> Vocabulary:
-        return Vocabulary(self.conditioning, self.class_names, self.config.data.aliases, self.run_captions)
+        return Vocabulary(self.conditioning, self.class_names, self.config.data.aliases, self.run_captions,
+                          self.config.model.text_tokens)
 
     def class_ids(self, classes: ClassSpec | Sequence[ClassSpec] | None) -> list[int]:
         """None means every class in order."""
@@ -235,15 +236,16 @@ class TrainedModel:
                      callback: StepCallback | None = None, guide: Guide | None = None, **options: Any) -> torch.Tensor:
         """Image index[i] of condition cond[i], for each i: the same image `sample` gives for that (class, j) pair,
         so a subset of the pairs (one rank's share under torchrun) can be sampled on its own. cond: (N,) class ids,
-        or (N, 384) text embeddings for a text model (class ids there stand for the prompt "a <class name>").
-        `negative`: a condition to guide away from (() class id or (384,) embedding), in place of the unconditional
+        or text conditions (N, 384) / (N, 1 + text_tokens, 384) for a text model (text/condition.py; class ids there
+        stand for the prompt "a <class name>").
+        `negative`: a condition to guide away from (() class id or one text condition), in place of the unconditional
         branch (guidance.NegativeAsNull). progress(images) after each batch; callback(t, x_t, x0_hat) after each step
         of each batch (trajectory.py, progress bars, the web UI's previews). `guide`: an edit of every image
         (diffusion/editing.py: image to image, inpainting, given starting noise), one row per pair. cond may also be
         (N, classes + 1) weights over a class model's table (`class_mixture`), which interpolation mixes."""
         config = self.effective_sampling((sampling or SamplingConfig()).with_options(**options))
         if self.conditioning == "text" and cond.dim() == 1 and len(cond):
-            cond = class_prompt_embeddings(self.class_names, cond)
+            cond = class_prompt_embeddings(self.class_names, cond, self.config.model.text_tokens)
         c = self.config.model
         if len(cond) == 0:
             return torch.empty(0, c.channels, c.image_size, c.image_size)

@@ -13,7 +13,8 @@ from ddpm.common.files import write_text_atomic
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import INT64_MAX, finite, json_value
 
-FORMAT_VERSION = 2  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA)
+FORMAT_VERSION = 3  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
+# 3: text models attend to the caption's token states (model.text_tokens)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 SCHEDULES = ("linear", "cosine")
@@ -35,11 +36,16 @@ MAX_LEVELS = 13  # resolution levels: 8192 px halved 12 times is 2 px
 MAX_RES_BLOCKS = 64  # per level
 MAX_HEADS = 1024
 MAX_CLASSES = 1_000_000
+MAX_TEXT_TOKENS = 256  # the text encoder reads at most 256 tokens (text/encoder.py)
 
-# What a format-1 config.json meant by a key it does not hold: the defaults before format 2. Every format-1 writer
-# wrote all its keys, so these matter only for files written by hand; format-1 files hold ema_decay (a fixed decay).
+# What an older config.json meant by a key it does not hold: the defaults of its format. Format 1 (before the recipe
+# became the default): every writer wrote all its keys, so its entries matter only for files written by hand, and
+# format-1 files hold ema_decay (a fixed decay). Formats 1 and 2 had no text_tokens: their text models read the
+# sentence embedding only.
 LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none"},
-                       "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999}}}
+                       "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999},
+                       "model": {"text_tokens": 0}},
+                   2: {"model": {"text_tokens": 0}}}
 
 
 # ---- one check per field: (value) -> None, or what was expected. Used for config files, flags and the API alike.
@@ -156,6 +162,8 @@ class ModelConfig:
     checkpointing: bool = spec(False, _flag)  # recompute each block's activations in backward: less memory
     cond: str = spec("class", _choice(*CONDITIONINGS))  # class ids | sentence embeddings (text_dim) | none
     text_dim: int = spec(384, _whole(1, MAX_CHANNELS))  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
+    # cond "text": cross-attention over the caption's first text_tokens token states (0: the sentence embedding only)
+    text_tokens: int = spec(32, _whole(0, MAX_TEXT_TOKENS))
 
     def validate(self) -> None:
         check_section(self)

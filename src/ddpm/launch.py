@@ -99,7 +99,8 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
                 "far are kept and the data order continues where it stopped", SnapshotWarning)
     text = None
     if config.model.cond == "text":
-        text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None)
+        text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None,
+                                  config.model.text_tokens)
     state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text,
                   evaluator=evaluator if world.is_main else None)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)

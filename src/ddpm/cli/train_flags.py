@@ -89,6 +89,8 @@ TRAIN_FLAGS: list[Flag] = [
     _f("--dropout", "model.dropout", f"dropout in residual blocks (default: {_M.dropout})", number),
     _f("--cond", "model.cond", "class: class ids; text: captions (metadata.jsonl, else made from class names) through "
        f"all-MiniLM-L6-v2; none: unconditional (default: {_M.cond})", choices=CONDITIONINGS),
+    _f("--text-tokens", "model.text_tokens", "text models: cross-attention over the caption's first N tokens "
+       f"(0: the pooled sentence embedding only) (default: {_M.text_tokens})", whole),
     _f("--grad-checkpointing", "model.checkpointing", "recompute activations in backward: less memory, about 1/3 "
        "more compute", const=True),
     _f("--schedule", "diffusion.schedule", f"noise schedule (default: {_D.schedule})", choices=SCHEDULES),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm.common.errors import UserError
+from ddpm.data.transforms import resize_square
 
 BUILTIN = "builtin:animal-shapes"
 
@@ -87,8 +88,7 @@ def fit_builtin(images: torch.Tensor, size: int) -> torch.Tensor:
         return images
     if size == 32:
         return F.pad(images, (2, 2, 2, 2), value=0)
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+    return resize_square(images, size)
 
 
 

@@ -4,6 +4,7 @@ The report is built from the same scan and cache as training (folder.py, cache.p
 the training size and channels also warms the cache for training. A class with no readable image is reported
 (count 0), not raised, so the report shows every problem at once. Paths in the report are text (common/ostext), like
 the class names: a file name that is not UTF-8 cannot stop the report from being printed or read as JSON.
+A built-in set (`builtin:...` as the path) is reported at its native size and channels (probe.py), split by split.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.data.cache import open_cache
 from ddpm.data.folder import scan_folder
+from ddpm.data.probe import probe_shape
+from ddpm.data.shapes_text import HELD_OUT, SHAPES_TEXT
 from ddpm.data.transforms import DecodeSpec
 
 SIZE_BINS = (64, 128, 256, 512, 1024)  # shorter-side histogram edges, px
@@ -48,6 +51,8 @@ def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_clas
     """The report as a JSON-ready dict; with `sheet`, also writes a contact-sheet PNG (one row per class)."""
     if per_class_check(per_class):
         raise UserError(f"--per-class must be {per_class_check(per_class)}, got {per_class!r}")
+    if str(root).startswith("builtin:"):
+        return inspect_builtin(str(root), per_class, sheet)
     index = scan_folder(root)
     entry = open_cache(index, DecodeSpec(image_size, channels), min_size, cache_dir, progress)
     labels = np.array([index.files[i].label for i in entry.kept], dtype=np.int64)
@@ -68,6 +73,31 @@ def inspect_folder(root: Path, image_size: int = 64, channels: int = 3, per_clas
     if sheet is not None and len(labels):
         contact_sheet(entry.images, labels, index.class_names, per_class).save(sheet)
         report["contact_sheet"] = as_text(str(sheet))
+    return report
+
+
+def inspect_builtin(source: str, per_class: int = 8, sheet: Path | None = None) -> dict[str, Any]:
+    """The report of a built-in set (its train split, with the other splits' sizes); `sheet` as in inspect_folder."""
+    from ddpm.data.dataset import load_dataset
+
+    shape = probe_shape(source)
+    data = load_dataset(source, shape.image_size, shape.channels, "train")
+    counts = np.bincount(data.labels.numpy(), minlength=len(data.class_names))
+    report: dict[str, Any] = {
+        "root": source, "images": len(data),
+        "classes": [{"name": n, "aliases": [], "count": int(counts[c])} for c, n in enumerate(data.class_names)],
+        "empty_classes": [], "sizes": {f"{shape.image_size} px (built in)": len(data)},
+        "modes": {"RGB" if shape.channels == 3 else "L": len(data)},
+        "captioned": len(data) if data.captions else 0, "skipped": [], "skipped_by_reason": {},
+        "splits": {split: len(load_dataset(source, shape.image_size, shape.channels, split))
+                   for split in (("train", "test-seen", "test-held-out") if source == SHAPES_TEXT else ("train", "test"))},
+    }
+    if source == SHAPES_TEXT:
+        report["held_out_pairs"] = [f"{c} {s}" for c, s in HELD_OUT]
+        report["caption_examples"] = data.captions[0] if data.captions else []
+    if sheet is not None:
+        contact_sheet(data.images, data.labels.numpy(), data.class_names, per_class).save(sheet)
+        report["contact_sheet"] = str(sheet)
     return report
 
 
@@ -101,6 +131,11 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append("modes: " + ", ".join(f"{k}: {v:,}" for k, v in r["modes"].items()))
     if r["captioned"]:
         lines.append(f"captioned images: {r['captioned']:,}")
+    if "splits" in r:
+        lines.append("splits: " + ", ".join(f"{k}: {v:,}" for k, v in r["splits"].items()))
+    if "held_out_pairs" in r:
+        lines.append("never in train: " + ", ".join(r["held_out_pairs"]))
+        lines.append("captions of the first image: " + " | ".join(r["caption_examples"]))
     lines.append(f"skipped: {len(r['skipped'])}" + "".join(f"\n  {s['path']}: {s['reason']}" for s in r["skipped"]))
     if "contact_sheet" in r:
         lines.append(f"contact sheet: {r['contact_sheet']}")

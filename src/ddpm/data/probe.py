@@ -5,7 +5,7 @@ size. `ddpm train` uses it where no flag or config file says otherwise (resolve.
                 differ by more than 16 of 255, an image when more than 1% of its pixels are), else 1
     image size  64, unless the median shorter side of the sampled images is smaller: then the largest multiple of
                 8 not above it (at least 16), so no image is blown up by more than the sampling grid needs
-The built-in set is grey 28 px silhouettes: (1, 28).
+The built-in sets: grey 28 px silhouettes (1, 28); coloured shapes rendered at 32 px (3, 32).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from ddpm.data.builtin import BUILTIN
 from ddpm.data.folder import scan_folder
+from ddpm.data.shapes_text import SHAPES_TEXT, SIZE
 from ddpm.data.transforms import open_image
 
 DEFAULT_SIZE = 64  # px: the reference dataset's training size (Animals-10 at 64x64)
@@ -37,6 +38,8 @@ def probe_shape(source: str, sample: int = SAMPLE) -> DataShape:
     """The channels and image size a dataset asks for (see the module doc); a missing folder is a UserError."""
     if source.startswith("builtin:") and source == BUILTIN:
         return DataShape(1, 28, "the built-in silhouettes are grey", "the built-in silhouettes are 28 px")
+    if source == SHAPES_TEXT:
+        return DataShape(3, SIZE, "the generated shapes are coloured", f"the shapes are rendered at {SIZE} px")
     index = scan_folder(Path(source).expanduser())
     files = index.files
     picked = [files[round(i * (len(files) - 1) / max(1, sample - 1))] for i in range(min(sample, len(files)))]

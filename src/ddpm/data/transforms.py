@@ -29,6 +29,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ddpm.common.errors import UserError
@@ -137,6 +138,21 @@ def read_image(path: Path, size: int, channels: int = 3) -> torch.Tensor:
         return torch.from_numpy(load_image_file(path, size, channels)).permute(2, 0, 1).contiguous()
     except Exception as e:
         raise UserError(f"cannot read image {path}: {e}") from None
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, P, P) uint8 -> (N, C, size, size) uint8: bilinear, antialiased, rounded (unchanged when P == size)."""
+    if images.shape[-1] == size:
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> (N, 1, H, W) uint8 grey: ITU-R 601 luma in PIL's fixed point (its RGB -> L),
+    (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    w = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(1, 3, 1, 1)
+    return (((images.to(torch.int32) * w).sum(1, keepdim=True) + (1 << 15)) >> 16).to(torch.uint8)
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -66,3 +66,29 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
     return weights.to(v.dtype) @ v
 
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the H*W positions to a caption's tokens, residual:
+        x + proj(softmax(q k^T / sqrt(d) over the kept tokens) v),  q = W_q GN(x),  (k, v) = W_kv context
+    x (B, C, H, W); context (B, M, D_text) (already layer-normed by the UNet); keep (B, M) bool, False on padding
+    (at least one True per row: the UNet always adds its learned null token). proj starts at zero, so a new
+    block is the identity."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"{channels} channels do not split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.num_heads
+        q = self.q(self.norm(x)).reshape(b, self.num_heads, d, h * w).transpose(-1, -2)  # (B, heads, HW, d)
+        k, v = self.kv(context).reshape(b, -1, 2, self.num_heads, d).permute(2, 0, 3, 1, 4).to(q.dtype)  # (B, heads, M, d)
+        out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), attn_mask=keep[:, None, None, :])
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))

@@ -94,15 +94,24 @@ class MiniLM(nn.Module):
         self.types, self.norm = nn.Embedding(s.types, s.hidden), nn.LayerNorm(s.hidden, eps=s.eps)
         self.layers = nn.ModuleList(BertLayer(s) for _ in range(s.layers))
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D): the last layer's state of every token (padding rows included; mask says which are real)."""
         pos = torch.arange(ids.shape[1], device=ids.device)
         x = self.norm(self.words(ids) + self.positions(pos)[None] + self.types(torch.zeros_like(ids)))  # (B, L, D)
         keep = mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, keep)
-        m = mask[..., None].to(x.dtype)  # (B, L, 1)
-        mean = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)  # mean over real tokens
+        return x
+
+    @staticmethod
+    def pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) token states -> (B, D) unit sentence embeddings: the mean over real tokens, L2-normalised."""
+        m = mask[..., None].to(states.dtype)  # (B, L, 1)
+        mean = (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(mean, dim=-1)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.states(ids, mask), mask)
 
 
 _RENAME = [  # HF BertModel names -> ours
@@ -143,7 +152,13 @@ class TextEncoder:
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """(len(texts), 384) unit vectors. A text over MAX_TOKENS tokens is cut there with a PromptTruncated
         warning (the model was trained on at most 256 tokens; its position table stops at 512)."""
-        out = []
+        return self.encode_tokens(texts, batch_size)[0]
+
+    @torch.no_grad()
+    def encode_tokens(self, texts: list[str], batch_size: int = 64) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(len(texts), 384) unit sentence embeddings, and each text's token states (L_i, 384), [CLS] and [SEP]
+        included: what the sentence embedding is the pooled mean of, for conditioning on every word."""
+        pooled, tokens = [], []
         for start in range(0, len(texts), batch_size):
             encs = self.tokenizer.encode_batch(texts[start : start + batch_size])
             for text, e in zip(texts[start : start + batch_size], encs):
@@ -156,8 +171,10 @@ class TextEncoder:
             for i, e in enumerate(encs):
                 ids[i, : len(e.ids)] = torch.tensor(e.ids)
                 mask[i, : len(e.ids)] = 1
-            out.append(self.model(ids.to(self.device), mask.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, EMBED_DIM)
+            states = self.model.states(ids.to(self.device), mask.to(self.device))  # (b, width, D)
+            pooled.append(self.model.pool(states, mask.to(self.device)).float().cpu())
+            tokens += [states[i, : len(e.ids)].float().cpu() for i, e in enumerate(encs)]
+        return (torch.cat(pooled) if pooled else torch.empty(0, EMBED_DIM)), tokens
 
 
 _ENCODER: TextEncoder | None = None

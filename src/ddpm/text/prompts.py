@@ -223,10 +223,12 @@ class Vocabulary:
     class_names: list[str]
     aliases: dict[str, list[str]]
     captions: Callable[[], list[str]]
+    text_tokens: int = 0  # a text model's config.model.text_tokens: the layout of its condition (text/condition.py)
 
 
 def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
-    """Conditions for the prompts ((P,) class ids or (P, 384) embeddings) and how each was understood.
+    """Conditions for the prompts ((P,) class ids, or text conditions (P, 384) / (P, 1 + text_tokens, 384)) and
+    how each was understood.
     A prompt far from every class (class mode) or training caption (text mode) gives a FarPrompt warning naming the
     nearest ones, or a UserError when strict."""
     prompts = [clean_prompt(p) for p in prompts]
@@ -235,18 +237,18 @@ def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = Fa
         rows = [PromptRow(m.prompt, "class", m.name, m.similarity, m.nearest, m.far) for m in matches]
         return torch.tensor([m.index for m in matches], dtype=torch.long), rows
     if known.conditioning == "text":
-        from ddpm.text.encoder import load_encoder
+        from ddpm.text.condition import text_condition
 
-        emb = load_encoder().encode(prompts)  # (P, 384)
-        matches = Matcher.for_captions(known.captions()).match(prompts, emb)
+        cond = text_condition(prompts, known.text_tokens)  # (P, 384) or (P, 1 + L, 384)
+        matches = Matcher.for_captions(known.captions()).match(prompts, cond if cond.dim() == 2 else cond[:, 0])
         report_far(matches, strict)
-        return emb, [PromptRow(m.prompt, "text", m.prompt, m.similarity, m.nearest, m.far) for m in matches]
+        return cond, [PromptRow(m.prompt, "text", m.prompt, m.similarity, m.nearest, m.far) for m in matches]
     raise UserError("this model is unconditional (trained with --cond none); it takes no prompt")
 
 
 def resolve_negative(negative: str, known: Vocabulary, strict: bool = False,
                      drawn: Sequence[PromptRow] = ()) -> tuple[torch.Tensor, PromptRow]:
-    """The condition to guide away from ((), a class id, or (384,), an embedding) and how it was understood. A class
+    """The condition to guide away from ((), a class id, or one text condition) and how it was understood. A class
     model refuses a negative prompt that matches no class, or the class of one of the `drawn` prompts (it would guide
     that row away from itself); a text model refuses a far one only when strict. Every error names the negative
     prompt."""
@@ -274,9 +276,9 @@ def resolve_negative(negative: str, known: Vocabulary, strict: bool = False,
     return cond[0], row
 
 
-def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor) -> torch.Tensor:
-    """(N,) class ids -> (N, 384) embeddings of "a <class name>" (how a text model trained on class folders is asked
-    for a class)."""
-    from ddpm.text.encoder import load_encoder
+def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor, text_tokens: int = 0) -> torch.Tensor:
+    """(N,) class ids -> the text conditions of "a <class name>" (how a text model trained on class folders is asked
+    for a class): (N, 384) or (N, 1 + text_tokens, 384)."""
+    from ddpm.text.condition import text_condition
 
-    return load_encoder().encode([article(n) for n in class_names])[ids]  # (classes, 384) -> (N, 384)
+    return text_condition([article(n) for n in class_names], text_tokens)[ids]  # (classes, ...) -> (N, ...)

@@ -74,7 +74,7 @@ def draw_batch(data: ImageData, idx: torch.Tensor, keys: list[int], seed: int, h
     """Sample k of the run (k counts images over all steps and ranks) takes its crop, flip, caption (text mode),
     condition dropout, t and eps from its own generator seeded by (seed, k): what a sample sees does not depend on
     the batch size, the number of ranks, or restarts. Returns x0 (B, C, S, S) in [-1, 1], cond ((B,) class ids,
-    or (B, 384) caption embeddings with `text`), t (B,), eps (B, C, S, S)."""
+    or text conditions (B, 384) / (B, 1 + text_tokens, 384) with `text`), t (B,), eps (B, C, S, S)."""
     xs, conds, ts, noises = [], [], [], []
     for j, k in enumerate(keys):
         g = torch.Generator().manual_seed(mixed_seed(seed, 0x7452, SAMPLE_STREAM, k))

@@ -1,0 +1,187 @@
+"""Token-level text conditioning: the condition's layout (text/condition.py), the caption bank's copy of it, and the
+UNet's cross-attention (network/attention.py CrossAttention, network/unet.py UNet.condition)."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm.config import ModelConfig
+from ddpm.diffusion.guidance import drop_condition, guided_eps
+from ddpm.network.attention import CrossAttention
+from ddpm.network.unet import UNet
+
+L = 12  # text_tokens of the small models here
+
+
+def _model(text_tokens: int = L, seed: int = 0, live: bool = True) -> UNet:
+    """A small text UNet; `live`: the zero-initialised output projections given random weights, so that every path
+    (cross-attention included) reaches the output."""
+    torch.manual_seed(seed)
+    m = UNet(ModelConfig(image_size=16, channels=3, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                         attention_resolutions=(8,), num_heads=2, cond="text", text_tokens=text_tokens))
+    if live:
+        for p in m.parameters():
+            if p.dim() > 1 and not p.any():
+                torch.nn.init.normal_(p, std=0.05)
+    return m.eval()
+
+
+def _condition(lengths: list[int], text_tokens: int = L, seed: int = 1) -> torch.Tensor:
+    """Random conditions in the layout of text/condition.py: unit row 0, `lengths[i]` token rows, zero padding."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.zeros(len(lengths), 1 + text_tokens, 384)
+    c[:, 0] = torch.nn.functional.normalize(torch.randn(len(lengths), 384, generator=g), dim=-1)
+    for i, n in enumerate(lengths):
+        c[i, 1 : 1 + n] = torch.randn(n, 384, generator=g)
+    return c
+
+
+def test_cross_attention_matches_attention_over_the_kept_tokens_only():
+    """An independent computation: for each image, softmax over exactly its kept tokens (the others sliced away, not
+    masked), heads split by hand."""
+    torch.manual_seed(0)
+    block = CrossAttention(16, 24, num_heads=4)
+    torch.nn.init.normal_(block.proj.weight, std=0.1)
+    x, context = torch.randn(3, 16, 5, 5), torch.randn(3, 7, 24)
+    keep = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0], [1] * 7], dtype=torch.bool)
+    out = block(x, context, keep)
+    for b in range(3):
+        q = block.q(block.norm(x[b : b + 1]))[0].reshape(16, 25).T  # (HW, C)
+        kv = block.kv(context[b][keep[b]])  # (M_b, 2C)
+        k, v = kv[:, :16], kv[:, 16:]
+        heads = []
+        for h in range(4):
+            s = slice(4 * h, 4 * h + 4)
+            w = torch.softmax(q[:, s] @ k[:, s].T / math.sqrt(4), dim=-1)  # (HW, M_b)
+            heads.append(w @ v[:, s])
+        attended = torch.cat(heads, dim=1).T.reshape(1, 16, 5, 5)
+        ref = x[b : b + 1] + block.proj(attended)
+        torch.testing.assert_close(out[b : b + 1], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_rows_do_not_change_the_output():
+    """A caption's condition padded with more zero rows (a model attending to more tokens) gives the same eps."""
+    short, long = _model(L), _model(L + 9)
+    long.load_state_dict(short.state_dict())  # no parameter depends on text_tokens
+    c = _condition([3, 12, 1])
+    padded = torch.cat([c, torch.zeros(3, 9, 384)], dim=1)
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([3, 400, 999])
+    with torch.no_grad():
+        torch.testing.assert_close(long(x, t, padded), short(x, t, c), atol=1e-5, rtol=1e-5)
+
+
+def test_the_tokens_reach_the_output_and_a_new_model_is_the_sentence_model():
+    """Changing one real token changes eps; at initialisation (zero output projections) the cross-attention blocks
+    are the identity, so a new token model computes exactly what the sentence-embedding model with the same
+    weights computes."""
+    m = _model()
+    c = _condition([5, 5])
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([100, 100])
+    other = c.clone()
+    other[:, 3] = torch.randn(2, 384)  # (a constant shift would vanish in the context LayerNorm)
+    with torch.no_grad():
+        assert (m(x, t, other) - m(x, t, c)).abs().amax() > 1e-3
+    fresh, sentence = _model(live=False), _model(0, live=False)
+    missing = sentence.load_state_dict(fresh.state_dict(), strict=False)
+    assert not missing.missing_keys and all("cross" in k or k in ("context_norm.weight", "context_norm.bias", "null_token")
+                                            for k in missing.unexpected_keys)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x, t, c), sentence(x, t, c[:, 0]))
+
+
+def test_the_null_caption_attends_to_the_null_token_alone():
+    """All-zero conditions are the null caption whatever the layout's length, and differ from a real caption."""
+    short, long = _model(L), _model(L + 4)
+    long.load_state_dict(short.state_dict())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 700])
+    with torch.no_grad():
+        null = short(x, t, torch.zeros(2, 1 + L, 384))
+        torch.testing.assert_close(long(x, t, torch.zeros(2, 1 + L + 4, 384)), null)
+        assert (short(x, t, _condition([4, 4])) - null).abs().amax() > 1e-3
+
+
+def test_guidance_and_condition_dropout_with_token_conditions():
+    """drop_condition zeroes whole conditions (every row); guided_eps's batched branches equal the two separate
+    forwards combined as eps_u + w (eps_c - eps_u)."""
+    c = _condition([2, 7, 12, 4])
+    dropped = drop_condition(c, 0, 0.5, torch.Generator().manual_seed(1))  # a seed that drops some, not all
+    gone = (dropped.reshape(4, -1) == 0).all(dim=1)
+    assert 0 < int(gone.sum()) < 4
+    assert torch.equal(dropped[~gone], c[~gone])
+    m = _model()
+    x, t = torch.randn(4, 3, 16, 16), torch.full((4,), 250)
+    with torch.no_grad():
+        eps_c, eps_u = m(x, t, c), m(x, t, torch.zeros_like(c))
+        torch.testing.assert_close(guided_eps(m, x, t, c, 0, 3.0), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(guided_eps(m, x, t, c, 0, 0.0), eps_u)
+
+
+# ---- the condition made from text (needs the MiniLM weights) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def encoder():
+    from ddpm.text.encoder import load_encoder
+
+    return load_encoder()
+
+
+def test_the_condition_layout_from_text(encoder):
+    from ddpm.text.condition import text_condition
+
+    texts = ["a red circle above a blue square", "a green triangle"]
+    pooled, states = encoder.encode_tokens(texts)
+    torch.testing.assert_close(pooled, encoder.encode(texts))
+    assert [len(s) for s in states] == [len(encoder.tokenizer.encode(t).ids) for t in texts]  # [CLS] ... [SEP]
+    c = text_condition(texts, L)
+    assert c.shape == (2, 1 + L, 384)
+    assert torch.equal(c[:, 0], pooled)
+    for i, s in enumerate(states):
+        assert torch.equal(c[i, 1 : 1 + len(s)], s.half().float())
+        assert not c[i, 1 + len(s) :].any() and c[i, 1 : 1 + len(s)].abs().amax(-1).min() > 0
+    assert torch.equal(text_condition(texts, 0), pooled)
+    with pytest.warns(UserWarning, match="attends to the first 4"):
+        cut = text_condition(texts[:1], 4)
+    torch.testing.assert_close(cut[0, 1:], c[0, 1:5], atol=2e-3, rtol=0)  # alone vs in a batch: float16 ulp
+
+
+def test_token_states_keep_what_the_sentence_embedding_loses(encoder):
+    """The motivation, measured: swapping which colour goes with which shape barely moves the sentence embedding
+    (cosine >= 0.98) but moves the token states of the colour words far apart."""
+    a, b = "a red circle above a blue square", "a blue circle above a red square"
+    (pa, pb), (sa, sb) = encoder.encode_tokens([a, b])
+    assert float(pa @ pb) >= 0.98
+    word = 2  # [CLS] a red|blue ...
+    cos = torch.nn.functional.cosine_similarity(sa[word], sb[word], dim=0)
+    assert cos < 0.9
+
+
+def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder):
+    """A caption picked in training and the same texts typed as prompts are the same tensor, bit for bit (token
+    states rounded to float16 in both, the same batch of texts); the bank's token cache is read back on the second
+    build."""
+    from ddpm.data.dataset import ImageData
+    from ddpm.text.bank import build_caption_bank
+    from ddpm.text.condition import text_condition
+
+    captions = [["a small red square", "something red"], ["a large blue circle on the left of a green star"]]
+    data = ImageData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], captions=captions)
+    with pytest.warns(UserWarning, match="1 of 3 captions have more than 12 tokens"):
+        bank = build_caption_bank(data, tmp_path, text_tokens=L)
+    with pytest.warns(UserWarning, match="13 tokens; this model attends to the first 12"):
+        typed = text_condition(bank.texts, L)
+    assert torch.equal(bank.condition(list(range(len(bank.texts)))), typed)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(bank.pick(1, g), typed[2:3])
+    import ddpm.text.encoder as minilm
+
+    again = minilm._ENCODER
+    minilm._ENCODER = None
+    try:
+        minilm_load = minilm.load_encoder
+        minilm.load_encoder = lambda: (_ for _ in ()).throw(AssertionError("encoder called"))
+        with pytest.warns(UserWarning):
+            cached = build_caption_bank(data, tmp_path, text_tokens=L)
+    finally:
+        minilm.load_encoder, minilm._ENCODER = minilm_load, again
+    assert torch.equal(cached.condition([0, 1, 2]), typed)
