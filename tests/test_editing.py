@@ -281,3 +281,40 @@ def test_image_to_image_plan_takes_the_last_steps() -> None:
     assert ImageToImage(x0, 0.0).plan(pairs) == []
     assert ImageToImage(x0, 1.0).plan(pairs) == pairs
     assert ImageToImage(x0, 0.6).plan(pairs) == pairs[20:]
+
+
+class TextPoint(nn.Module):
+    """The exact eps of a point mass at an image read off the text condition c (B, *shape): its first S x S
+    numbers, so the point is linear in c, whatever the condition's shape."""
+
+    def __init__(self, sched: NoiseSchedule) -> None:
+        super().__init__()
+        self.sched, self.null_id, self.shapes = sched, 0, []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(c.shape[1:]))
+        point = c.flatten(1)[:, : S * S].view(-1, 1, S, S)
+        ab = self.sched.alpha_bar[t].view(-1, 1, 1, 1)
+        return ((x.double() - ab.sqrt() * point.double()) / (1 - ab).sqrt()).to(x.dtype)
+
+
+@pytest.mark.parametrize("shape", [(384,), (1 + 4, 384)])
+def test_interpolation_lerps_a_text_condition_of_any_shape(shape, monkeypatch) -> None:
+    """A text model's condition, (384,) or (1 + L, 384) tokens, is interpolated as the tensor it is: frame u draws
+    the point of lerp(c_a, c_b, u), and the network sees the condition's own shape."""
+    config = tiny_config()
+    config.model.cond, config.diffusion.prediction = "text", "eps"
+    sched = NoiseSchedule.create("cosine", 100)
+    net = TextPoint(sched)
+    run = TrainedModel(config, net, sched, 0, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    conds = {p: torch.rand(1, *shape, generator=gen) * 0.01 for p in ("a", "b")}
+    for p in conds:
+        conds[p].view(-1)[: S * S] = torch.rand(S * S, generator=gen) * 1.6 - 0.8
+    monkeypatch.setattr(TrainedModel, "conditions",
+                        lambda self, prompts, negative=None, strict=False: (conds[prompts[0]], [None], None, None))
+    morph = run.interpolate("a", "b", frames=3, steps=8, guidance=1.0)
+    points = {p: c.flatten()[: S * S].view(1, S, S) for p, c in conds.items()}
+    for u, frame in zip(morph.positions, morph.frames):
+        torch.testing.assert_close(frame, torch.lerp(points["a"], points["b"], u), rtol=0, atol=1e-4)
+    assert set(net.shapes) == {shape}
