@@ -11,8 +11,10 @@ distance between the inputs and the first --count held-out images of --target is
 Inpainting: --per-class held-out images of every class, the first half with the left half of the picture generated,
 the other half with the right half, each towards its own class, for each RePaint setting (--resampling: jump x
 repeats; repeats 1 is replacement without resampling). Per setting: the classifier's accuracy (own class) and the
-classifier-feature FID of the results against the whole held-out split; the unedited inputs give the floor of both
-at this N (FID is biased upward at small N: compare rows only at equal N).
+classifier-feature FID of the results against the whole held-out split (the unedited inputs give the floor of both
+at this N; FID is biased upward at small N: compare rows only at equal N); the seam, the mean step in brightness
+across the mask's edge (the inputs give the natural value); the RMS distance of the generated half to the original
+(a plausible completion need not be the original: a scale, not a score).
 
 Image j of every row starts from the noise of (seed, j); the same images and seeds for every setting. --pictures
 writes docs/editing-img2img.png, docs/editing-inpaint.png and docs/editing-morph.gif (small).
@@ -32,7 +34,8 @@ import torch
 from ddpm.api import load_run
 from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.data.dataset import load_dataset
-from ddpm.diffusion.editing import Inpainting
+from ddpm.diffusion.editing import Inpainting, inpainting_steps
+from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import load_classifier
 from ddpm.evaluation.features import extract
@@ -43,6 +46,13 @@ from ddpm.pictures.grid import make_grid
 def rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image RMS distance of uint8 images (N, C, H, W), pixels scaled to [0, 1]. (N,)"""
     return ((a.float() - b.float()) / 255).pow(2).flatten(1).mean(1).sqrt()
+
+
+def seam(images: torch.Tensor) -> float:
+    """Mean |x[..., c - 1] - x[..., c]| across the mask's edge at column c = S / 2 (pixels in [0, 1]): how abruptly a
+    generated half meets the kept one; the unedited images give the natural value."""
+    c = images.shape[-1] // 2
+    return float(((images[..., c - 1].float() - images[..., c].float()).abs() / 255).mean())
 
 
 def image_to_image(run, clf, held, args) -> tuple[list[dict], torch.Tensor]:
@@ -82,7 +92,8 @@ def inpainting(run, clf, held, args) -> tuple[list[dict], torch.Tensor]:
     index = torch.arange(len(pick)) % args.per_class  # image j of each class: the noise of (seed, j)
     reference = extract(clf.pooled_features, held.images, 256)
     rows = [{"setting": "inputs (no edit)", "accuracy": float((clf.probabilities(images).argmax(1) == labels).float().mean()),
-             "classifier_fid": metrics.frechet_distance(reference, extract(clf.pooled_features, images, 256))}]
+             "classifier_fid": metrics.frechet_distance(reference, extract(clf.pooled_features, images, 256)),
+             "seam": seam(images)}]
     show = torch.cat([torch.nonzero(labels == y).flatten()[[0, args.per_class - 1]] for y in range(0, k, 3)])
     pictures = [masked(images[show], generate[show])]
     for jump, repeats in args.resampling:
@@ -94,6 +105,8 @@ def inpainting(run, clf, held, args) -> tuple[list[dict], torch.Tensor]:
         rows.append({"setting": f"jump {jump}, repeats {repeats}", "jump": jump, "repeats": repeats,
                      "accuracy": float((clf.probabilities(out).argmax(1) == labels).float().mean()),
                      "classifier_fid": metrics.frechet_distance(reference, extract(clf.pooled_features, out, 256)),
+                     "seam": seam(out), "rms_generated_to_original": float(rms(out, images).mean() * 2 ** 0.5),
+                     "network_evaluations": inpainting_steps(run.effective_sampling(SamplingConfig()).steps, jump, repeats),
                      "seconds": seconds})
         print(json.dumps(rows[-1]), flush=True)
         pictures.append(out[show])
