@@ -194,7 +194,7 @@ NUMERIC = [
     *[(c, o, "whole>0 size") for c in ("edit", "inpaint") for o in ("-n", "--scale")],
     *[(c, o, "whole>0") for c in ("edit", "inpaint", "interpolate") for o in ("--steps", "--batch-size")],
     *[(c, o, "whole>=0") for c in ("edit", "inpaint") for o in ("--seed",)],
-    ("edit", "--strength", "real01"), ("inpaint", "--jump", "whole>0 size"), ("inpaint", "--repeats", "whole>0 size"),
+    ("edit", "--strength", "real01"), ("inpaint", "--jump", "whole>0"), ("inpaint", "--repeats", "whole>0 size"),
     ("interpolate", "--frames", "whole>0 size"), ("interpolate", "--scale", "whole>0 size"),
     *[("interpolate", o, "whole>=0") for o in ("--seed", "--seed-a", "--seed-b")],
     ("serve", "--port", "whole>0"), ("serve", "--max-queue", "whole>0"),
