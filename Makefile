@@ -10,7 +10,7 @@ QUIET  := 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory"
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install bench clean
+.PHONY: demo demo-text test install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/ddpm demo --out runs/demo
+
+demo-text: $(STAMP)
+	$(VENV)/bin/ddpm demo --text --out runs/demo-text
 
 test: $(TSTAMP)
 	$(PY) -m pytest -q

@@ -167,3 +167,32 @@ def test_demo_never_overwrites_an_earlier_demo(tmp_path):
     out.mkdir()
     (out / "checkpoint.safetensors").write_bytes(b"x")
     assert free_run_dir(out) == tmp_path / "demo-2"
+
+
+@pytest.mark.slow
+def test_text_demo_smoke(tmp_path, capsys, monkeypatch):
+    """`ddpm demo --text` end to end with 2 training steps and a short sampler: a text model with token
+    cross-attention on builtin:shapes-text, one grid row per typed prompt, and a faithfulness table of seen and
+    held-out scenes whose numbers are accuracies (the metric itself is tested in test_faithfulness.py)."""
+    import json
+
+    import ddpm.demo as demo
+    import ddpm.evaluation.faithfulness as faithfulness
+    from ddpm.config import RunConfig
+    from ddpm.diffusion.sampling import SamplingConfig
+
+    few = faithfulness.eval_scenes(3, 3)
+    monkeypatch.setattr(demo, "DEMO_SAMPLING", SamplingConfig(sampler="ddim", steps=2))
+    monkeypatch.setattr(faithfulness, "eval_scenes", lambda: few)
+    out = tmp_path / "text"
+    assert main(["demo", "--text", "--out", str(out), "--steps", "2", "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    config = RunConfig.load(out / "config.json")
+    assert (config.model.cond, config.model.channels, config.data.source) == ("text", 3, "builtin:shapes-text")
+    assert config.model.text_tokens > 0
+    table = json.loads((out / "faithfulness.json").read_text())
+    assert table["scenes"] == {"seen": 3, "held_out": 3}
+    assert all(0 <= table[g][a] <= 1 for g in ("seen", "held_out") for a in ("colour", "shape", "position"))
+    assert "prompt faithfulness" in printed and str(out / "samples.png") in printed
+    with Image.open(out / "samples.png") as im:
+        assert im.height >= len(demo.TEXT_PROMPTS) * 32 * 3  # one row per prompt at scale 3

@@ -87,7 +87,7 @@ def _flag(v: Any) -> str | None:
 
 def _source(v: Any) -> str | None:
     ok = isinstance(v, str) and v.strip() != "" and "\0" not in v  # "" would read the current folder
-    return None if ok else "builtin:animal-shapes or the path of a folder"
+    return None if ok else "builtin:animal-shapes, builtin:shapes-text or the path of a folder"
 
 
 def _path_or_empty(v: Any) -> str | None:

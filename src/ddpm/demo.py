@@ -73,3 +73,56 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
     paths.update(refresh_page(out))  # the training curve and the index page, now with the pictures above
     paths["run directory"] = out
     return paths
+
+
+# ---- `ddpm demo --text`: a text-conditioned model on the generated shapes ------------------------------------------
+
+TEXT_STEPS = 400  # the text demo's training steps (the tiny preset's batch of 64): ~10 minutes here (docs/text.md)
+TEXT_PER_PROMPT = 6
+TEXT_PROMPTS = (  # typed prompts for the grid; the last four name colour-shape pairs never drawn in training
+    "a red circle on the left", "a large blue square", "a yellow triangle at the top", "a small white cross",
+    "a green circle above a purple cross", "a blue triangle to the left of a yellow square",
+    "a red square", "a green triangle", "a blue cross on the right", "a yellow circle above a white square",
+)
+
+
+def text_demo_config(steps: int | None = None) -> RunConfig:
+    """What `ddpm train --data builtin:shapes-text` resolves to (the tiny preset, 32 px RGB, text conditioning with
+    the caption's tokens through cross-attention, the recipe), with the demo's logging and TEXT_STEPS steps."""
+    from ddpm.data.shapes_text import SHAPES_TEXT
+    from ddpm.resolve import resolve_config
+
+    train = {**DEMO_LOGGING, "steps": steps or TEXT_STEPS}
+    return resolve_config({"data": {"source": SHAPES_TEXT}, "train": train}).config
+
+
+def run_text_demo(out: Path, device: torch.device, steps: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Train the text demo, draw a grid of TEXT_PROMPTS (one row each) and measure prompt faithfulness on seen and
+    held-out scenes (faithfulness.json and its table); return the paths of what was written."""
+    import json
+
+    from ddpm.common.files import write_text_atomic
+    from ddpm.evaluation import faithfulness
+    from ddpm.evaluation.evaluate import prompt_faithfulness
+    from ddpm.launch import train_run
+    from ddpm.pictures.grid import make_grid
+    from ddpm.runtime.progress import SamplingBar
+    from ddpm.training.watch import refresh_page
+
+    out = free_run_dir(out)
+    run = train_run(text_demo_config(steps), out, device=device, progress=progress)
+    steps = DEMO_SAMPLING.num_steps(run.schedule.num_steps)
+    with SamplingBar(len(TEXT_PROMPTS) * TEXT_PER_PROMPT, DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
+        drawn = run.sample_prompts(list(TEXT_PROMPTS), TEXT_PER_PROMPT, DEMO_SAMPLING, callback=bar)
+    grid = out / "samples.png"
+    make_grid(to_uint8(drawn.images), nrow=TEXT_PER_PROMPT, labels=list(TEXT_PROMPTS), scale=3).save(grid)
+    scenes = faithfulness.eval_scenes()
+    with SamplingBar(len(scenes.scenes), DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
+        report = prompt_faithfulness(run, DEMO_SAMPLING, callback=bar, scenes=scenes)
+    table = out / "faithfulness.json"
+    write_text_atomic(table, json.dumps({"sampling": DEMO_SAMPLING.to_dict(), **report.to_dict()}, indent=2) + "\n")
+    print("\n".join(["prompt faithfulness (evaluation/faithfulness.py):", *report.lines()]))
+    paths = {"samples grid": grid, "faithfulness": table}
+    paths.update(refresh_page(out))
+    paths["run directory"] = out
+    return paths

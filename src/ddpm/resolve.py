@@ -2,8 +2,9 @@
 
 Precedence, later wins:
     the recipe (config.py's defaults: cosine schedule, v-prediction, min-SNR-5, cosine LR decay, power EMA)
-  < the preset (presets.py; `tiny` for the built-in set, else `base` on a GPU and `small` on a CPU)
-  < the data's shape (data/probe.py: colour or grey, image size), unless the user set it
+  < the preset (presets.py; `tiny` for the built-in sets, else `base` on a GPU and `small` on a CPU)
+  < the data's shape (data/probe.py: colour or grey, image size; text conditioning for the captioned
+    builtin:shapes-text), unless the user set it
   < the config file (`--config`, TOML or JSON; a run's config.json is one); a preset it names sits just below it
   < the flags; a preset they name (`--model`) sits just below them, above the file's model keys
 Every value the user gives is checked by its config field's one check (config.check_value); an error names the
@@ -20,7 +21,7 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.config import DataConfig, RunConfig, check_value, read_config_file
-from ddpm.data.builtin import BUILTIN
+from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.data.probe import probe_shape
 from ddpm.presets import PRESETS, preset_fields
 
@@ -63,7 +64,7 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
     size = model.get("image_size", probed.image_size if probed else 32)
     preset = user.get(PRESET_KEY) or _auto_preset(source, torch.device(device))
     why_preset = "given" if user.get(PRESET_KEY) else (
-        "the built-in set" if source == BUILTIN else f"a folder of images on {torch.device(device).type.upper()}")
+        "a built-in set" if source.startswith("builtin:") else f"a folder of images on {torch.device(device).type.upper()}")
     notes.append(f"model preset {preset} ({why_preset}; --model tiny|small|base|large to change)")
     notes.append("shape: " + _shape_note(channels, size, probed, given))
     if probed is not None and channels == 1 and probed.channels == 3 and "model.channels" in given:
@@ -73,6 +74,9 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
     if not user.get(PRESET_KEY):
         _merge(merged, preset_fields(preset, size))
     _merge(merged, {"model": {"channels": channels, "image_size": size}})
+    if source == SHAPES_TEXT and "model.cond" not in given:  # a set made for captions: condition on them
+        _merge(merged, {"model": {"cond": "text"}})
+        notes.append("conditioning: text (the generated shapes are captioned; --cond class to change)")
     for table, _ in layers:  # a preset named in a layer sits below that layer's keys and above the earlier layers'
         if table.get(PRESET_KEY):
             _merge(merged, preset_fields(table[PRESET_KEY], size))
@@ -85,7 +89,7 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
 
 
 def _auto_preset(source: str, device: torch.device) -> str:
-    if source == BUILTIN:
+    if source.startswith("builtin:"):  # the built-in sets are small and simple: the preset sized for a CPU
         return "tiny"
     return "base" if device.type == "cuda" else "small"
 

@@ -253,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force(q)
 
     p = sub.add_parser("demo", help="train on the built-in dataset, then draw a grid and the noising animation", formatter_class=fmt)
-    p.add_argument("--out", type=path, default=Path("runs/demo"), help="run directory")
+    p.add_argument("--out", type=path, default=None, help="run directory (default: runs/demo)")
     p.add_argument("--steps", type=_config("train", "steps"), default=None, help="override the demo's training steps")
+    p.add_argument("--text", action="store_true", help="the text demo: a text-conditioned model on the generated "
+                   "shapes (builtin:shapes-text), a grid of typed prompts and its prompt-faithfulness table "
+                   "(default --out runs/demo-text)")
     _add_common(p)
 
     p = sub.add_parser("eval", help="FID, KID, per-class accuracy and classifier score of a trained run", formatter_class=fmt)

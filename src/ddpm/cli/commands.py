@@ -255,9 +255,11 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ddpm.demo import run_demo
+    from ddpm.demo import run_demo, run_text_demo
 
-    paths = run_demo(args.out, device=resolve_device(args.device), steps=args.steps, progress=not args.quiet)
+    demo = run_text_demo if args.text else run_demo
+    out = args.out or Path("runs/demo-text" if args.text else "runs/demo")
+    paths = demo(out, device=resolve_device(args.device), steps=args.steps, progress=not args.quiet)
     print("\nresults:")
     for kind, path in paths.items():
         print(f"  {kind:<16} {_shown(path)}")

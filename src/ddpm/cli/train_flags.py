@@ -77,7 +77,8 @@ def _f(name: str, key: str, help: str, type: Kind | None = None, choices: tuple 
 
 
 TRAIN_FLAGS: list[Flag] = [
-    _f("--data", "data.source", f"builtin:animal-shapes, or a folder with one subfolder per class (default: {_DATA.source})"),
+    _f("--data", "data.source", "builtin:animal-shapes, builtin:shapes-text (captioned, for --cond text), or a folder "
+       f"with one subfolder per class or a metadata.jsonl (default: {_DATA.source})"),
     _f("--model", PRESET_KEY, f"model size preset, README.md's table ({PRESET_HELP})", choices=tuple(PRESETS)),
     _f("--image-size", "model.image_size", f"training resolution in px ({DATA_HELP})", whole),
     _f("--channels", "model.channels", f"1 grey, 3 RGB ({DATA_HELP})", whole, choices=(1, 3)),

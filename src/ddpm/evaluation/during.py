@@ -3,8 +3,9 @@
 Each evaluation samples N images of the EMA model (N split evenly over the classes, 20 DDIM steps at guidance 3,
 the same seeds every time) and measures them with evaluate.py against the same fixed subset of the held-out split:
 KID on Inception features (the score best.safetensors is chosen by: unbiased at any N, unlike FID, whose upward
-bias at small N would favour nothing but N), FID beside it, and per-class accuracy and classifier FID when a domain
-classifier is given.
+bias at small N would favour nothing but N), FID beside it, per-class accuracy and classifier FID when a domain
+classifier is given, and for a text model on builtin:shapes-text the prompt faithfulness of its seen and held-out
+evaluation scenes (colour_seen, shape_held_out, ...: evaluation/faithfulness.py; not counted in N's budget).
 
 How N is sized: evaluation should cost at most about 10% of the training time. At the first evaluation the cost of
 one image (sampling plus Inception features) is measured on one image per class, and
@@ -78,6 +79,8 @@ class TrainingEval:
         if "accuracy" in m:
             values.update(accuracy=m["accuracy"], min_class_accuracy=min(m["per_class_accuracy"].values()),
                           classifier_fid=m["classifier_fid"])
+        for group in ("seen", "held_out"):  # text models on builtin:shapes-text: prompt faithfulness (evaluate.py)
+            values.update({f"{a}_{group}": v for a, v in m.get("faithfulness", {}).get(group, {}).items()})
         metric = "kid" if "kid" in values else "classifier_fid"
         return EvalPoint(values, values.get(metric), metric, time.perf_counter() - t0, notes)
 

@@ -22,9 +22,11 @@ from ddpm.api import TrainedModel, load_run
 from ddpm.common.errors import UserError
 from ddpm.common.pixels import to_uint8
 from ddpm.data.dataset import ImageData, load_dataset
+from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.diffusion.sampling import EVAL_SAMPLING, SamplingConfig
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
+from ddpm.evaluation.faithfulness import EvalScenes, FaithfulnessReport, eval_scenes, faithfulness
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
 from ddpm.evaluation.refcache import cached_features
 from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
@@ -183,12 +185,29 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         results["inception_score"] = {"mean": mean, "std": std}
         timings["inception_score"] = t_is + time.perf_counter() - t0
 
+    if run.conditioning == "text" and run.config.data.source == SHAPES_TEXT:
+        t0 = time.perf_counter()
+        log("prompt faithfulness: captions of seen and held-out colour-shape pairs (evaluation/faithfulness.py)")
+        results["faithfulness"] = prompt_faithfulness(run, sampling, cache_dir).to_dict()
+        timings["faithfulness"] = time.perf_counter() - t0
+
     if "fid" in results or "classifier_fid" in results:
         n = min(len(fake), len(real_images))
         if n < UNBIASED_FID_SAMPLES:
             out["warnings"].append(f"FID and KID from {len(fake)} generated and {len(real_images)} real images: FID is biased "
                                    f"upward at small N (KID is not, but is noisy); compare numbers only at equal N")
     return out, fake
+
+
+def prompt_faithfulness(run: TrainedModel, sampling: SamplingConfig, cache_dir: Path | None = None,
+                        callback: Callable[..., None] | None = None, scenes: EvalScenes | None = None
+                        ) -> FaithfulnessReport:
+    """One image for the first caption of each evaluation scene (default: eval_scenes(), the fixed seen and held-out
+    ones), scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it
+    names?"""
+    chosen = scenes or eval_scenes()
+    images = run.sample_prompts(chosen.prompts, 1, sampling, callback=callback).images
+    return faithfulness(to_uint8(images), chosen.scenes, cache_dir=cache_dir)
 
 
 def _extract(fn, images: torch.Tensor, batch_size: int, desc: str = "", progress: bool = False) -> torch.Tensor | None:

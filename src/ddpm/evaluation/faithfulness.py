@@ -154,3 +154,45 @@ def faithfulness(images: torch.Tensor | np.ndarray, scenes: tuple[Scene, ...] | 
     scores = {g: score_scenes(x[idx], tuple(scenes[i] for i in idx), places[idx]) for g, idx in groups.items()}
     levels = {g: chance(tuple(scenes[i] for i in idx)) for g, idx in groups.items()}
     return FaithfulnessReport(scores["seen"], scores["held_out"], levels, {g: len(i) for g, i in groups.items()})
+
+
+# Colour words of free prompts (the Twemoji set): hue ranges in degrees, [start, end), red wrapping through 0.
+# Edges between the reference colours: Twemoji's orange and yellow hearts sit at 34 and 42 degrees, its blue and
+# purple at 206 and 263, so the orange/yellow edge is 38 and the blue/purple edge 252 (pure blue is 240).
+HUE_WORDS: dict[str, tuple[float, float]] = {
+    "red": (345.0, 15.0), "orange": (15.0, 38.0), "yellow": (38.0, 70.0), "green": (70.0, 165.0),
+    "blue": (165.0, 252.0), "purple": (252.0, 345.0)}
+MIN_CHROMA = 40  # max - min channel (of 255): below it a pixel is white, grey or black and has no hue
+MIN_COLOURED = 0.02  # share of an image's pixels that must be coloured for it to have a colour at all
+
+
+def hue_word(image: np.ndarray | torch.Tensor) -> str | None:
+    """The colour word of an RGB image (3, H, W) uint8: each coloured pixel (max - min channel >= MIN_CHROMA, so
+    a white or transparent background, grey and black outlines do not count) votes for the HUE_WORDS range of its
+    hue with its chroma; None when under MIN_COLOURED of the pixels are coloured."""
+    px = np.asarray(image, np.float32).reshape(3, -1)  # (3, P)
+    hi, lo = px.max(0), px.min(0)
+    chroma = hi - lo
+    keep = chroma >= MIN_CHROMA
+    if keep.mean() < MIN_COLOURED:
+        return None
+    r, g, b = px[:, keep]
+    c, top = chroma[keep], hi[keep]
+    hue = np.where(top == r, ((g - b) / c) % 6, np.where(top == g, (b - r) / c + 2, (r - g) / c + 4)) * 60.0
+    votes = {w: float(c[(hue >= a) & (hue < z) if a < z else (hue >= a) | (hue < z)].sum())
+             for w, (a, z) in HUE_WORDS.items()}
+    return max(votes, key=votes.__getitem__)
+
+
+def prompt_colour(prompt: str) -> str | None:
+    """The first colour word of HUE_WORDS in a prompt ('a purple heart' -> 'purple'), or None."""
+    words = prompt.lower().replace(",", " ").split()
+    return next((w for w in words if w in HUE_WORDS), None)
+
+
+def colour_word_accuracy(images: np.ndarray | torch.Tensor, prompts: list[str]) -> float:
+    """Share of the images (N, 3, H, W) uint8, drawn for prompts that name a colour, whose hue_word is that colour
+    (prompts without a colour word are left out; nan when none has one)."""
+    pairs = [(i, prompt_colour(p)) for i, p in enumerate(prompts)]
+    hits = [hue_word(np.asarray(images[i])) == w for i, w in pairs if w is not None]
+    return float(np.mean(hits)) if hits else float("nan")

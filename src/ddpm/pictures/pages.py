@@ -88,6 +88,11 @@ def eval_numbers(result: dict[str, Any], per_class: bool = True) -> list[tuple[s
                      f"{m['classifier_score']['mean']:.2f} ± {m['classifier_score']['std']:.2f}"))
     if "classifier_fid" in m:
         rows.append(("classifier-feature FID", f"{m['classifier_fid']:.3f}"))
+    if "faithfulness" in m:  # text models on builtin:shapes-text (evaluation/faithfulness.py)
+        f = m["faithfulness"]
+        rows += [(f"prompt faithfulness: {a} (seen / held-out pairs; chance {f['chance']['seen'][a]:.0%} / "
+                  f"{f['chance']['held_out'][a]:.0%})", f"{f['seen'][a]:.1%} / {f['held_out'][a]:.1%}")
+                 for a in f["seen"]]
     rows.append(("generated / real images", f"{result.get('num_generated')} / {result.get('num_real')}"))
     return rows
 

@@ -1,0 +1,189 @@
+"""The faithfulness metrics measure what they claim: real renders score ~100%, noise and blank images no better than
+chance, and changing one attribute of the drawn scene moves that attribute's score alone."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from ddpm.data import shapes_text as st
+from ddpm.data.shapes_text import ObjectSpec, Scene
+from ddpm.evaluation import scene_probe
+from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_word_accuracy, eval_scenes,
+                                          faithfulness, hue_word, prompt_colour, region_colour)
+
+SWAP_SHAPE = {"circle": "square", "square": "triangle", "triangle": "cross", "cross": "circle"}
+SWAP_COLOUR = {"red": "blue", "blue": "green", "green": "purple", "purple": "yellow", "yellow": "white", "white": "red"}
+MIRROR = {"left": "right", "right": "left"}
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """Trained once for this module (~20-50 s on this CPU), in a cache folder of its own."""
+    return scene_probe.load_probe(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return eval_scenes(150, 150).scenes
+
+
+def _redraw(scenes, **change):
+    """The scenes with every object's attribute changed by the given maps (colour=..., shape=..., position=...)."""
+    out = []
+    for s in scenes:
+        objs = tuple(dataclasses.replace(o, **{k: m.get(getattr(o, k), getattr(o, k)) for k, m in change.items()})
+                     for o in s.objects)
+        out.append(Scene(objs, s.background, s.texture))
+    return out
+
+
+def test_eval_scenes_are_fixed_and_split():
+    ev = eval_scenes()
+    assert len(ev.seen) == len(ev.held_out) == 100 and ev == eval_scenes()
+    assert not any(s.held_out for s in ev.seen) and all(s.held_out for s in ev.held_out)
+    assert ev.prompts[0] == st.caption(ev.seen[0]) and len(ev.prompts) == 200
+    assert {o.pair for s in ev.held_out for o in s.objects} == set(st.HELD_OUT)
+
+
+def test_real_renders_score_near_100(probe, scenes):
+    report = faithfulness(st.render(list(scenes)), scenes, probe)
+    assert report.counts == {"seen": 150, "held_out": 150}
+    for group in (report.seen, report.held_out):
+        assert all(group[a] >= 0.98 for a in ATTRIBUTES), group
+    assert len(report.lines()) == 1 + len(ATTRIBUTES) and set(report.to_dict()) == {"seen", "held_out", "chance", "scenes"}
+
+
+@pytest.mark.parametrize("kind", ["noise", "black", "grey", "white"])
+def test_noise_and_constant_images_score_no_better_than_chance(probe, scenes, kind):
+    shape = (len(scenes), 3, 32, 32)
+    images = {"noise": np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8),
+              "black": np.zeros(shape, np.uint8), "grey": np.full(shape, 128, np.uint8),
+              "white": np.full(shape, 255, np.uint8)}[kind]
+    report = faithfulness(images, scenes, probe)
+    for name in ("seen", "held_out"):
+        got, level = getattr(report, name), report.chance[name]
+        assert all(got[a] <= level[a] + 0.08 for a in ATTRIBUTES), (name, got, level)
+
+
+def test_one_wrong_attribute_moves_its_score_only(probe, scenes):
+    real = faithfulness(st.render(_redraw(scenes, colour=SWAP_COLOUR)), scenes, probe)
+    assert real.seen["colour"] == real.held_out["colour"] == 0.0 and real.seen["object"] == 0.0
+    assert real.seen["shape"] >= 0.98 and real.seen["position"] >= 0.98
+    wrong_shape = faithfulness(st.render(_redraw(scenes, shape=SWAP_SHAPE)), scenes, probe)
+    assert wrong_shape.seen["shape"] <= 0.02 and wrong_shape.held_out["shape"] <= 0.02
+    assert wrong_shape.seen["colour"] >= 0.98 and wrong_shape.seen["count"] >= 0.98
+    single = [s for s in scenes if len(s.objects) == 1]
+    mirrored = faithfulness(st.render(_redraw(single, position=MIRROR)), single, probe)
+    sideways = np.mean([s.objects[0].position in MIRROR for s in single if not s.held_out])
+    assert 0.2 < sideways < 0.6
+    assert mirrored.seen["position"] == pytest.approx(1 - sideways, abs=0.02)  # left/right scenes all wrong now
+    assert mirrored.seen["count"] >= 0.98 and mirrored.seen["shape"] <= 1 - sideways + 0.02
+
+
+def test_chance_is_the_most_frequent_answer():
+    red = Scene((ObjectSpec("red", "circle", "small", "left"),))
+    blue = Scene((ObjectSpec("blue", "circle", "small", "top"), ObjectSpec("blue", "cross", "small", "bottom")))
+    levels = chance((red, red, blue))
+    assert levels == {"colour": 0.5, "shape": 0.75, "object": 0.5, "count": 2 / 3, "position": 2 / 3,
+                      "scene": 2 / 3}
+
+
+def test_region_colour_votes_by_chroma():
+    for name, rgb in st.COLOURS.items():
+        image = np.zeros((3, 32, 32), np.uint8)
+        image[:, 4:12, 2:10] = np.array(rgb)[:, None, None]
+        image[:, 12:14, 2:10] = (0.6 * np.array(rgb) + 0.4 * 60).astype(np.uint8)[:, None, None]  # a blended edge
+        assert region_colour(image, "left") == name
+        assert region_colour(image, "right") is None  # nothing bright there
+    dark_red = np.zeros((3, 32, 32), np.uint8)
+    dark_red[0] = 140  # a dim but pure red still reads red
+    assert region_colour(dark_red, "centre") == "red"
+
+
+def test_probe_is_cached_by_generator_version(tmp_path, probe):
+    path = scene_probe.probe_path(tmp_path)
+    assert f"g{st.GENERATOR_VERSION}-p{scene_probe.PROBE_VERSION}" in path.name
+    path.parent.mkdir(parents=True)
+    scene_probe.write_safetensors(path, probe.state_dict())
+    loaded = scene_probe.load_probe(tmp_path)  # read, not retrained
+    images = st.render(list(eval_scenes(20, 0).scenes))
+    assert scene_probe.read_places(loaded, images).equal(scene_probe.read_places(probe, images))
+
+
+def test_bad_images_are_refused(probe, scenes):
+    with pytest.raises(ValueError, match="uint8 images of 3x32x32"):
+        faithfulness(np.zeros((len(scenes), 3, 28, 28), np.uint8), scenes, probe)
+    with pytest.raises(ValueError):
+        faithfulness(np.zeros((3, 3, 32, 32), np.uint8), scenes, probe)
+
+
+def _solid(rgb, size=32, background=(255, 255, 255), share=0.5):
+    """A square of colour `rgb` covering `share` of a `background` image, (3, size, size) uint8."""
+    image = np.empty((3, size, size), np.uint8)
+    image[:] = np.array(background, np.uint8)[:, None, None]
+    side = int(size * share ** 0.5)
+    image[:, :side, :side] = np.array(rgb, np.uint8)[:, None, None]
+    return image
+
+
+def test_hue_word_of_solid_colours_independent_of_hsv_code():
+    import colorsys
+
+    for word, (start, end) in HUE_WORDS.items():
+        span = (end - start) % 360
+        for frac in (0.1, 0.5, 0.9):  # inside the range, away from its edges
+            hue = (start + frac * span) % 360
+            for s, v in ((1.0, 1.0), (0.5, 0.8), (0.9, 0.4)):
+                rgb = [round(255 * c) for c in colorsys.hsv_to_rgb(hue / 360, s, v)]
+                assert hue_word(_solid(rgb)) == word, (word, hue, s, v)
+                assert hue_word(_solid(rgb, background=(0, 0, 0), share=0.1)) == word
+    for grey in ((255, 255, 255), (128, 128, 128), (0, 0, 0), (200, 190, 185)):
+        assert hue_word(_solid(grey)) is None  # no hue: white, grey, black, a faint tint
+    assert hue_word(_solid((220, 40, 40), share=0.01)) is None  # too few coloured pixels to call
+
+
+def test_colour_words_of_prompts():
+    assert prompt_colour("a Purple heart") == "purple" and prompt_colour("green, large circle") == "green"
+    assert prompt_colour("a heart") is None
+    images = np.stack([_solid((220, 40, 40)), _solid((40, 60, 230)), _solid((40, 200, 60))])
+    assert colour_word_accuracy(images, ["a red heart", "a green circle", "a smiling face"]) == 0.5
+    assert np.isnan(colour_word_accuracy(images[:1], ["a face"]))
+
+
+TWEMOJI = os.environ.get("DDPM_TWEMOJI_TGZ", "")
+
+
+@pytest.mark.skipif(not os.path.isfile(TWEMOJI), reason="set DDPM_TWEMOJI_TGZ to an `npm pack "
+                    "emoji-datasource-twitter` tarball to check the hue metric on real Twemoji")
+@pytest.mark.parametrize("size", [32, 64])
+def test_hue_word_of_twemoji_hearts_circles_squares(size):
+    import json
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(TWEMOJI) as tar:
+        image_of = {e["short_name"]: e["image"] for e in json.load(tar.extractfile("package/emoji.json"))}
+        for word in HUE_WORDS:
+            names = (["heart", "red_circle"] if word == "red" else [f"{word}_heart", f"large_{word}_circle"])
+            for name in names + [f"large_{word}_square"]:
+                im = Image.open(tar.extractfile("package/img/twitter/64/" + image_of[name])).convert("RGBA")
+                flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+                rgb = np.asarray(flat.resize((size, size), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+                assert hue_word(rgb) == word, name
+
+
+def test_probe_blur_is_a_unit_gaussian_of_the_given_std():
+    import torch
+
+    impulse = torch.zeros(1, 1, 15, 15, dtype=torch.float64)
+    impulse[0, 0, 7, 7] = 1
+    for sigma in (0.8, 1.0):  # the std the augmentation uses (up to 1 px; 7 taps hold +-3 std)
+        out = scene_probe.gaussian_blur(impulse, sigma)[0, 0]
+        offsets = torch.arange(-7, 8, dtype=torch.float64)
+        assert float(out.sum()) == pytest.approx(1.0)
+        assert float((out.sum(0) * offsets**2).sum()) == pytest.approx(sigma**2, rel=0.02)  # variance along x
+        assert torch.allclose(out, out.T)
+    assert scene_probe.gaussian_blur(impulse, 0.0).equal(impulse)
