@@ -71,3 +71,16 @@ def serving(make_app):
             thread.join(10)
 
     return running()
+
+
+def wait_for_job(client, job_id: str, timeout: float = 60) -> dict:
+    """Poll the web UI's /api/jobs/ID through a TestClient until the job is done or failed; its last status."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = client.get(f"/api/jobs/{job_id}").json()
+        if status["state"] in ("done", "failed"):
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")

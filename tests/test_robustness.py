@@ -163,6 +163,10 @@ COMMANDS = {  # a command that would run (up to its tripwire) with every option 
     "train": ["train", "--out", "W/new", "--data", "DATA", "--cache-dir", "W/cache", *TINY],
     "sample": ["sample", "--checkpoint", "RUN", "--out", "W/g.png", "--quiet"],
     "serve": ["serve", "--checkpoint", "RUN"],
+    "edit": ["edit", "--checkpoint", "RUN", "--image", "IMG", "bear", "--out", "W/e.png", "--quiet"],
+    "inpaint": ["inpaint", "--checkpoint", "RUN", "--image", "IMG", "--box", "0,0,20,20", "--out", "W/i.png", "--quiet"],
+    "interpolate": ["interpolate", "--checkpoint", "RUN", "--from", "bear", "--to", "bird", "--out", "W/m.gif",
+                    "--quiet"],
     "noise": ["noise", "--out", "W/n.gif", "--image", "IMG", "--quiet"],
     "inspect": ["data", "inspect", "DATA", "--sheet", "W/s.png", "--cache-dir", "W/cache", "--quiet"],
     "demo": ["demo", "--out", "W/demo", "--quiet"],
@@ -187,6 +191,12 @@ NUMERIC = [
     *[(c, "--guidance", "real>=0") for c in ("sample", "eval")],
     *[(c, "--eta", "real01") for c in ("sample", "eval")],
     ("sample", "-n", "whole>0 size"), ("sample", "--scale", "whole>0 size"),
+    *[(c, o, "whole>0 size") for c in ("edit", "inpaint") for o in ("-n", "--scale")],
+    *[(c, o, "whole>0") for c in ("edit", "inpaint", "interpolate") for o in ("--steps", "--batch-size")],
+    *[(c, o, "whole>=0") for c in ("edit", "inpaint") for o in ("--seed",)],
+    ("edit", "--strength", "real01"), ("inpaint", "--jump", "whole>0"), ("inpaint", "--repeats", "whole>0 size"),
+    ("interpolate", "--frames", "whole>0 size"), ("interpolate", "--scale", "whole>0 size"),
+    *[("interpolate", o, "whole>=0") for o in ("--seed", "--seed-a", "--seed-b")],
     ("serve", "--port", "whole>0"), ("serve", "--max-queue", "whole>0"),
     ("noise", "--timesteps", "whole>0"), ("noise", "--image-size", "whole>0 size"), ("noise", "--frames", "whole>0 size"),
     ("inspect", "--per-class", "whole>0 size"), ("inspect", "--image-size", "whole>0 size"),
@@ -248,6 +258,11 @@ PATH_CASES = [
     ("classifier", "--data", "FILE"), ("classifier", "--data", "W/missing"), ("classifier", "--data", "EMPTY"),
     ("classifier", "--data", f"W/{NOT_UTF8}"), ("classifier", "--data", ""), ("classifier", "--out", "FILE/c.safetensors"),
     ("classifier", "--out", ""), ("classifier", "--cache-dir", "FILE"),
+    *[(c, "--image", v) for c in ("edit", "inpaint") for v in ("DIR", "FILE", "W/missing.png", f"W/{NOT_UTF8}.png", "")],
+    *[(c, "--out", v) for c in ("edit", "inpaint") for v in ("FILE/g.png", "", "RUN", "IMG")],
+    *[("inpaint", "--mask", v) for v in ("DIR", "FILE", "W/missing.png", "")],
+    ("interpolate", "--out", "FILE/m.gif"), ("interpolate", "--out", ""), ("interpolate", "--out", "W/m.png"),
+    ("edit", "--checkpoint", "FILE"), ("inpaint", "--checkpoint", "W/missing"), ("interpolate", "--checkpoint", "DIR"),
 ]
 
 
@@ -273,6 +288,11 @@ OTHER_CASES = [  # bad text for options that are neither numbers nor paths
     ["noise", "--timesteps", "1"], ["inspect", "--channels", "2"], ["eval", "--num-samples", "1"],
     ["eval", "--steps", "101"], ["eval", "--split", "validation", "--data", "builtin:animal-shapes"],
     ["eval", "--data", "builtin:nope"], ["classifier", "--channels", "2"], ["classifier", "--data", "builtin:nope"],
+    ["edit", "nope-not-a-class", "--strict"], ["edit", "--negative", "bear"], ["edit", "--sampler", "euler"],
+    ["inpaint", "--box", "0,0,41,10"], ["inpaint", "--box", "5,5,5,9"], ["inpaint", "--box", "1,2,3"],
+    ["inpaint", "--box", "a,b,c,d"], ["inpaint", "--box", "0,0,40,40"], ["inpaint", "--mask", "IMG"],
+    ["interpolate", "--to", "bear"], ["interpolate", "--sampler", "ddpm"], ["interpolate", "--eta", "0.5"],
+    ["interpolate", "--to", "nope-not-a-class", "--strict"],
 ]
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import untrained_run
+from helpers import untrained_run, wait_for_job
 
 from ddpm.api import load_run
 from ddpm.common.errors import UserError
@@ -33,14 +33,7 @@ def client(run):
         yield c
 
 
-def wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = client.get(f"/api/jobs/{job_id}").json()
-        if status["state"] in (DONE, FAILED):
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+wait = wait_for_job
 
 
 # ------------------------------------------------------------------------------------------------ request checking
@@ -176,7 +169,7 @@ class Gate:
         self.release, self.ran = threading.Event(), []
 
     def __call__(self, job):
-        req, _ = job.request
+        req, *_ = job.request
         self.ran.append(req.sampling.seed)
         if req.prompt == "bird":  # a job that breaks
             raise RuntimeError("boom\nsecond line")

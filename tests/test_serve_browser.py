@@ -101,3 +101,46 @@ def test_generate_in_the_browser(server, browser, tmp_path):
         assert im.format == "PNG" and im.width >= 800
     if os.environ.get("DDPM_SCREENSHOT"):  # keep it, e.g. for the README
         shutil.copy(shot, os.environ["DDPM_SCREENSHOT"])
+
+
+def test_inpaint_an_upload_in_the_browser(server, browser, tmp_path):
+    """Choose inpainting, upload an image, paint a stroke on its left half, generate: the PNGs carry the mode and
+    the upload's SHA-256, and the right half, never painted, is the input's."""
+    import hashlib
+
+    import numpy as np
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sampler option")) >= 2)
+    Select(browser.find_element(By.ID, "mode")).select_by_value("inpaint")
+    browser.find_element(By.ID, "image").send_keys(str(image))
+    wait.until(lambda d: d.execute_script("return document.getElementById('mask-canvas').width") == 32)
+    canvas = browser.find_element(By.ID, "mask-canvas")  # shown 256 px wide: 8 screen px per image px
+    browser.execute_script("document.getElementById('brush').value = 24")  # 3 image px
+    stroke = ActionChains(browser).move_to_element_with_offset(canvas, -90, -120).click_and_hold()
+    for _ in range(12):  # a vertical stroke at x = 38 screen px (image x ~4.75, model x ~2.4), top to bottom
+        stroke = stroke.move_by_offset(0, 20)
+    stroke.release().perform()
+    browser.find_element(By.ID, "prompt").send_keys("cat")
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("4")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#singles img")) == 4
+               or d.find_element(By.ID, "error").is_displayed())
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    with urllib.request.urlopen(browser.find_elements(By.CSS_SELECTOR, "#singles a")[0].get_attribute("href")) as r:
+        png = r.read()
+    settings = read_settings(png)
+    assert settings["mode"] == "inpaint" and settings["input_sha256"] == [hashlib.sha256(image.read_bytes()).hexdigest()]
+    with Image.open(io.BytesIO(png)) as im:
+        got = np.asarray(im)[:: im.height // 16, :: im.width // 16]
+    with Image.open(image) as im:
+        expected = np.asarray(im.resize((16, 16), Image.Resampling.BICUBIC))
+    assert (got[:, 10:] == expected[:, 10:]).all()

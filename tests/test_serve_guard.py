@@ -24,7 +24,7 @@ JOB = {"prompt": "cat", "steps": 1, "n": 1}
 
 def _no_work(job: Job):  # the queue's work: these tests are about who may queue, not about drawing
     from ddpm.serve.generate import Generation
-    request, _ = job.request
+    request, *_ = job.request
     job.queue_log.append(request.prompt)
     return Generation(b"", [], {})
 

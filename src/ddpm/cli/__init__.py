@@ -11,7 +11,19 @@ from typing import Any, Callable, Sequence
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer, ascii_real
-from ddpm.diffusion.sampling import DEFAULT_STEPS, EVAL_SAMPLING, SAMPLERS, VARIANCES, SamplingConfig
+from ddpm.diffusion.sampling import (
+    DEFAULT_FRAMES,
+    DEFAULT_JUMP,
+    DEFAULT_REPEATS,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    EVAL_SAMPLING,
+    INTERPOLATION_SAMPLING,
+    SAMPLERS,
+    VARIANCES,
+    SamplingConfig,
+    strength_check,
+)
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
 SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "
@@ -161,6 +173,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force(p)
     _add_common(p)
 
+    p = sub.add_parser("edit", help="image to image (SDEdit): noise images part way and denoise them towards a prompt",
+                       formatter_class=fmt)
+    _add_edit_flags(p, "edit.png", "results per input image")
+    p.add_argument("--image", action="append", required=True, type=path,
+                   help="an input image, decoded and resized as the run's training data (repeat for more, one grid row each)")
+    p.add_argument("--strength", type=_typed(ascii_real, "a number", _expects(strength_check)),
+                   default=DEFAULT_STRENGTH, help="how far to noise: 0 returns the input, 1 is plain sampling (t = strength x T)")
+    add_sampling_flags(p, SamplingConfig())
+
+    p = sub.add_parser("inpaint", help="fill a masked region of an image (RePaint), keeping the rest exactly",
+                       formatter_class=fmt)
+    _add_edit_flags(p, "inpaint.png", "results")
+    p.add_argument("--image", required=True, type=path, help="the input image")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", type=path, help="a mask of the image's size: white = generate, black = keep")
+    where.add_argument("--box", type=box, help="x0,y0,x1,y1: a rectangle to generate, in the image's pixels")
+    p.add_argument("--jump", type=_count("ddpm.diffusion.sampling", "jump_check"), default=DEFAULT_JUMP,
+                   help="RePaint's jump length in sampler steps (the default measured: docs/editing.md)")
+    p.add_argument("--repeats", type=_count("ddpm.diffusion.sampling", "repeats_check"), default=DEFAULT_REPEATS,
+                   help="each stretch of --jump steps is denoised this many times (1: no resampling)")
+    add_sampling_flags(p, SamplingConfig())
+
+    p = sub.add_parser("interpolate", help="morph between two prompts or two seeds (GIF and PNG strip)",
+                       formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, type=path, help="run directory or checkpoint file")
+    p.add_argument("--from", dest="start", default=None, help="the first frame's prompt")
+    p.add_argument("--to", dest="end", default=None, help="the last frame's prompt (default: --from)")
+    p.add_argument("--frames", type=_count("ddpm.diffusion.sampling", "frames_check"), default=DEFAULT_FRAMES,
+                   help="frames, both ends included")
+    p.add_argument("--seed-a", type=_sampling("seed", ascii_integer), default=None,
+                   help="noise of the first frame (default: --seed)")
+    p.add_argument("--seed-b", type=_sampling("seed", ascii_integer), default=None,
+                   help="noise of the last frame (default: --seed-a)")
+    p.add_argument("--strict", action="store_true", help="a prompt far from everything the model knows is an error")
+    add_sampling_flags(p, INTERPOLATION_SAMPLING)
+    p.add_argument("--out", type=path, default=Path("morph.gif"), help="animated GIF; the PNG strip goes beside it (.png)")
+    p.add_argument("--scale", type=_count("ddpm.pictures.grid", "scale_check"), default=4,
+                   help="nearest-neighbour upscaling of the frames")
+    _add_force(p)
+    _add_common(p)
+
     p = sub.add_parser("serve", help="a web page on this machine to generate images from a trained run", formatter_class=fmt)
     p.add_argument("--checkpoint", required=True, type=path, help="run directory or checkpoint file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
@@ -250,6 +303,30 @@ def add_sampling_flags(p: argparse.ArgumentParser, preset: SamplingConfig, seed_
     p.add_argument("--seed", type=_sampling("seed", ascii_integer), default=preset.seed, help=seed_help)
     p.add_argument("--batch-size", type=_sampling("batch_size", ascii_integer), default=preset.batch_size,
                    help="images per network call")
+
+
+def _add_edit_flags(p: argparse.ArgumentParser, out: str, n_help: str) -> None:
+    """The flags `edit` and `inpaint` share with `sample`: checkpoint, prompt, negative, -n, output."""
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="what to draw (free text, a class name or index; default: unconditional)")
+    p.add_argument("--checkpoint", required=True, type=path, help="run directory or checkpoint file")
+    p.add_argument("--negative", default=None, help="negative prompt: replaces the unconditional branch of guidance")
+    p.add_argument("--strict", action="store_true", help="a prompt far from everything the model knows is an error")
+    p.add_argument("-n", type=_count("ddpm.api", "images_per_prompt_check"), default=4, help=n_help)
+    p.add_argument("--out", type=path, default=Path(out), help="grid PNG: each input, then its results")
+    p.add_argument("--scale", type=_count("ddpm.pictures.grid", "scale_check"), default=2,
+                   help="nearest-neighbour upscaling of the grid")
+    _add_force(p)
+    _add_common(p)
+
+
+def box(text: str) -> tuple[int, int, int, int]:
+    """An argparse type: x0,y0,x1,y1, four whole numbers (the library checks they fit the image)."""
+    parts = [ascii_integer(part.strip()) for part in text.split(",")]
+    if len(parts) != 4 or any(part is None for part in parts):
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (four whole numbers, pixels of the image), got "
+                                         f"{_clip(text)!r}")
+    return tuple(parts)  # type: ignore[return-value]
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:

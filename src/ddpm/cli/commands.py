@@ -110,6 +110,95 @@ def cmd_sample(args: argparse.Namespace) -> None:
             print(f"{kind}: {_shown(path)}")
 
 
+def cmd_edit(args: argparse.Namespace) -> None:
+    from ddpm.diffusion.editing import image_to_image_steps
+
+    run = _edit_run(args, args.image)
+    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    steps = image_to_image_steps(sampling.steps, args.strength)
+    with _one_line_warnings(), _bar(args, len(args.image) * args.n, sampling, steps) as bar:
+        out = run.edit(args.image, args.prompt, args.n, args.strength, sampling, negative=args.negative,
+                       strict=args.strict, callback=bar)
+    _save_edit(args, run, out, sampling, mode="edit", strength=args.strength)
+
+
+def cmd_inpaint(args: argparse.Namespace) -> None:
+    from ddpm.diffusion.editing import inpainting_steps
+
+    run = _edit_run(args, [args.image, *([args.mask] if args.mask else [])])
+    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    steps = inpainting_steps(sampling.steps, args.jump, args.repeats)
+    with _one_line_warnings(), _bar(args, args.n, sampling, steps) as bar:
+        out = run.inpaint(args.image, args.mask, args.prompt, args.n, sampling, box=args.box, jump=args.jump,
+                          repeats=args.repeats, negative=args.negative, strict=args.strict, callback=bar)
+    _save_edit(args, run, out, sampling, mode="inpaint", box=list(args.box) if args.box else None,
+               mask=_shown(args.mask) if args.mask else None, jump=args.jump, repeats=args.repeats)
+
+
+def _edit_run(args: argparse.Namespace, inputs: list[Path]):
+    """Check the outputs (never an input or the run's files), then load the run."""
+    from ddpm.api import load_run, run_files
+
+    check_output(args.out, "--out", force=args.force, protected=[*run_files(args.checkpoint), *inputs])
+    return load_run(args.checkpoint, device=resolve_device(args.device))
+
+
+def _bar(args: argparse.Namespace, images: int, sampling: SamplingConfig, steps: int):
+    from ddpm.runtime.progress import SamplingBar
+
+    return SamplingBar(images, sampling.batch_size, max(steps, 1), enabled=not args.quiet)
+
+
+def _save_edit(args: argparse.Namespace, run, out, sampling: SamplingConfig, **fields) -> None:
+    """The grid (each input, then its results) with its settings and the inputs' SHA-256 in the PNG."""
+    from ddpm.common.pixels import to_uint8
+    from ddpm.pictures.editing import edit_grid, masked
+    from ddpm.pictures.pngmeta import save_png
+
+    row = out.rows[0]
+    if args.prompt is not None:
+        print(_describe_row(row))
+    if out.negative is not None:
+        print("negative: " + _describe_row(out.negative))
+    images = [args.image] if isinstance(args.image, Path) else args.image
+    meta = run.provenance(sampling, _shown(args.checkpoint), prompt=row.prompt, drawn=row.label,
+                          negative=out.negative.prompt if out.negative else "", n=args.n,
+                          images=[_shown(p) for p in images], input_sha256=out.input_sha256,
+                          **{k: v for k, v in fields.items() if v is not None})
+    inputs = to_uint8(out.inputs) if out.mask is None else masked(to_uint8(out.inputs), out.mask)
+    labels = [_short(p.name, 20) for p in images]
+    _parent(args.out)
+    save_png(edit_grid(inputs, to_uint8(out.images), labels, args.scale), args.out, meta)
+    print(f"grid: {_shown(args.out)}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from ddpm.api import load_run, run_files
+    from ddpm.common.pixels import to_uint8
+    from ddpm.pictures.editing import morph_paths, save_morph
+    from ddpm.pictures.pngmeta import save_png
+
+    if args.out.suffix.lower() != ".gif":
+        raise UserError(f"--out {args.out}: give a .gif path (the PNG strip is written beside it)")
+    for path in morph_paths(args.out).values():
+        check_output(path, "--out", force=args.force, protected=run_files(args.checkpoint))
+    run = load_run(args.checkpoint, device=resolve_device(args.device))
+    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    with _one_line_warnings(), _bar(args, args.frames, sampling, sampling.steps) as bar:
+        morph = run.interpolate(args.start, args.end, args.frames, sampling, seed_a=args.seed_a, seed_b=args.seed_b,
+                                strict=args.strict, callback=bar)
+    for end in (morph.start, morph.end) if args.start is not None else ():
+        print(_describe_row(end))
+    meta = run.provenance(sampling, _shown(args.checkpoint), mode="interpolate", prompt_from=morph.start.prompt,
+                          prompt_to=morph.end.prompt, drawn_from=morph.start.label, drawn_to=morph.end.label,
+                          seed_a=morph.seed_a, seed_b=morph.seed_b, frames=args.frames)
+    _parent(args.out)
+    paths, strip = save_morph(to_uint8(morph.frames), args.out, args.scale)
+    save_png(strip, paths["strip"], meta)
+    for kind, path in paths.items():
+        print(f"{kind}: {_shown(path)}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from ddpm.api import load_run
     from ddpm.serve import Access, check_port, serve

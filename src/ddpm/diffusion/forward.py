@@ -11,6 +11,7 @@ divides the network's error by alpha ~ 5e-5 at the last cosine step, x_0 from v 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -29,6 +30,13 @@ def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> to
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (DDPM eq. 4). x0, noise: (B, C, H, W); t: (B,)."""
     return _per_sample(schedule.sqrt_alpha_bar, t, x0) * x0 + _per_sample(schedule.sqrt_one_minus_alpha_bar, t, x0) * noise
+
+
+def q_jump(schedule: NoiseSchedule, x_s: torch.Tensor, s: int, t: int, noise: torch.Tensor) -> torch.Tensor:
+    """x_t ~ q(x_t | x_s) = N(sqrt(ab_t / ab_s) x_s, (1 - ab_t / ab_s) I) for -1 <= s <= t at python-int steps (the
+    noise added from s to t: RePaint's way back up; from s = -1, x_s = x_0, DDPM eq. 4). x_s, noise: (B, C, H, W)."""
+    ratio = schedule.alpha_bar_of(t) / schedule.alpha_bar_of(s)
+    return math.sqrt(ratio) * x_s + math.sqrt(1 - ratio) * noise
 
 
 def v_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

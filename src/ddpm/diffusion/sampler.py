@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import torch
 
 from ddpm.common.seeding import sample_seed
-from ddpm.diffusion.forward import EpsModel
+from ddpm.diffusion.editing import Guide
+from ddpm.diffusion.forward import EpsModel, q_jump
 from ddpm.diffusion.guidance import guided_eps
 from ddpm.diffusion.sampling import VARIANCES, Sampler, SamplingConfig, Variance
 from ddpm.diffusion.schedule import NoiseSchedule
@@ -208,16 +209,28 @@ def sample(
     clip: bool = True,
     device: torch.device | str = "cpu",
     callback: StepCallback | None = None,
+    guide: Guide | None = None,
 ) -> torch.Tensor:
     """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1] with `config`'s sampler,
     steps (resolved against T), guidance, eta and variance (its seed and batch size are the caller's: `noise` is
     already seeded, `cond` is one batch). Each step is one network call (a batch of 2B under guidance).
-    callback(t, x_t, x0_hat) after each step, for progress and trajectories."""
+    callback(t, x_t, x0_hat) after each step, for progress and trajectories.
+    `guide` (diffusion/editing.py: image to image, inpainting, a given x_T) chooses the steps, the starting x and
+    what happens to x after each step; a pair that goes up (t_prev > t) is a jump x_{t_prev} ~ q(x_{t_prev} | x_t),
+    with no network call, after which the multistep memory starts afresh."""
     kind = config.sampler
     cond = cond.to(device)
+    pairs = timestep_pairs(schedule.num_steps, config.num_steps(schedule.num_steps))
+    if guide is not None:
+        pairs = guide.plan(pairs)
     x = noise.randn(shape, device)  # x_T ~ N(0, I)
+    if guide is not None:
+        x = guide.start(schedule, pairs[0][0] if pairs else -1, x)
     previous: Denoised | None = None  # the multistep rules' memory: the last step's x0_hat
-    for t, t_prev in timestep_pairs(schedule.num_steps, config.num_steps(schedule.num_steps)):
+    for t, t_prev in pairs:
+        if t_prev > t:  # back up (RePaint's resampling)
+            x, previous = q_jump(schedule, x, t, t_prev, noise.randn(shape, device)), None
+            continue
         tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         eps = guided_eps(model, x, tt, cond, null_id, config.guidance).float()
         needs_noise = t_prev >= 0 and (kind.stochastic or (kind is Sampler.DDIM and config.eta > 0))
@@ -232,6 +245,8 @@ def sample(
             x, x0 = dpmpp_2m_sde_step(schedule, x, eps, t, t_prev, previous, z, clip=clip)
         if kind.multistep:
             previous = Denoised(t, x0)
+        if guide is not None:
+            x = guide.after_step(schedule, t_prev, x, lambda: noise.randn(shape, device))
         if callback is not None:
             callback(t, x, x0)
     return x.clamp(-1, 1)

@@ -113,6 +113,11 @@ class SamplingConfig:
         object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
         object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))
 
+    @property
+    def deterministic(self) -> bool:
+        """Each image a function of its starting noise and condition alone: ddim at eta 0, or dpm++2m."""
+        return self.sampler is Sampler.DPMPP_2M or (self.sampler is Sampler.DDIM and self.eta == 0)
+
     def num_steps(self, num_train_steps: int) -> int:
         """The steps to take with a schedule of T = num_train_steps: `steps`, or the sampler's default capped at T."""
         if self.steps is None:
@@ -147,3 +152,43 @@ class SamplingConfig:
 EVAL_SAMPLING = SamplingConfig(batch_size=100)
 # TensorBoard preview grids while a run trains: cheap and deterministic.
 PREVIEW_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, steps=20)
+# `ddpm interpolate`: a deterministic sampler (each frame a function of its noise and condition).
+INTERPOLATION_SAMPLING = SamplingConfig(sampler=Sampler.DDIM)
+
+
+# The options of editing with a trained run (diffusion/editing.py), each with its one default and check here, where
+# the CLI reads them without importing torch.
+DEFAULT_STRENGTH = 0.6  # image to image: noised to t = strength x T; on the demo 0.5 turned 31% of cats into dogs, 0.7 74%
+DEFAULT_JUMP = 5  # inpainting: RePaint's jump length j, in sampler steps (measured on the demo: docs/editing.md)
+DEFAULT_REPEATS = 3  # inpainting: each stretch of j steps is denoised r times in all (1: no resampling); 5 gained nothing
+MAX_REPEATS = 100
+DEFAULT_FRAMES = 9  # interpolation: frames, both ends included
+MAX_FRAMES = 1000
+
+
+def strength_check(strength: object) -> str | None:
+    """None when `strength` is an image-to-image strength (a finite number from 0 to 1), else what was expected."""
+    ok = isinstance(strength, numbers.Real) and not isinstance(strength, bool) and 0 <= strength <= 1
+    return None if ok else "a strength from 0 (the input unchanged) to 1 (plain sampling)"
+
+
+def check_strength(strength: object) -> float:
+    """`strength` as a float, or a one-line UserError."""
+    if strength_check(strength):
+        raise UserError(f"strength must be {strength_check(strength)}, got {_shown(strength)}")
+    return float(strength)  # type: ignore[arg-type]
+
+
+def jump_check(jump: object) -> str | None:
+    ok = isinstance(jump, numbers.Integral) and not isinstance(jump, bool) and 1 <= jump <= INT64_MAX
+    return None if ok else "a jump length of at least 1 sampler step"
+
+
+def repeats_check(repeats: object) -> str | None:
+    ok = isinstance(repeats, numbers.Integral) and not isinstance(repeats, bool) and 1 <= repeats <= MAX_REPEATS
+    return None if ok else f"a number of repeats from 1 (no resampling) to {MAX_REPEATS}"
+
+
+def frames_check(frames: object) -> str | None:
+    ok = isinstance(frames, numbers.Integral) and not isinstance(frames, bool) and 2 <= frames <= MAX_FRAMES
+    return None if ok else f"a number of frames from 2 to {MAX_FRAMES}"

@@ -8,6 +8,9 @@ a PNG from being written. `read_png_metadata` reads them back (chunks of other p
     ddpm sample ... --out grid.png   ->   prompts, negative, seed, sampler, steps, guidance, eta, variance,
                                           checkpoint, checkpoint_step, n (and prompt, row, j for single images)
     ddpm serve (each download)       ->   prompt, negative, drawn, seed, sampler, steps, guidance, checkpoint, ...
+    ddpm edit / inpaint (and serve)  ->   mode, prompt, drawn, images, input_sha256, strength or jump and repeats,
+                                          mask or box, and the sampling settings
+    ddpm interpolate (the PNG strip) ->   mode, prompt_from, prompt_to, seed_a, seed_b, frames, sampling settings
 """
 
 from __future__ import annotations

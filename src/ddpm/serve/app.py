@@ -8,7 +8,8 @@ Every request passes guard.py first (Host and Origin checks, 403; the threat mod
 Routes (JSON errors are {"error": "<one line>"}):
     GET  /                          the page
     GET  /api/info                  classes, samplers, limits, defaults, checkpoint
-    POST /api/jobs                  a request (request.py), Content-Type application/json only (else 415)
+    POST /api/jobs                  a request (request.py: generate, or edit / inpaint an uploaded image), Content-Type
+                                    application/json only (else 415)
                                     -> 202 {"id", "position"}; 400 bad input; 429 queue full
     GET  /api/jobs/{id}             state, queue position, step / steps, ETA, error, result links
     GET  /api/jobs/{id}/preview.png the latest x0 prediction
@@ -35,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ddpm.api import TrainedModel
 from ddpm.common.errors import UserError
 from ddpm.diffusion.sampling import SAMPLERS
-from ddpm.serve.generate import Generation, generate
+from ddpm.serve.generate import Generation, generate, prepare_input, total_steps
 from ddpm.serve.guard import Access, Guard
 from ddpm.serve.jobs import DONE, Job, JobQueue, QueueFull
 from ddpm.serve.prompt import resolve_request
@@ -48,11 +49,11 @@ Work = Callable[[Job], Any]
 
 
 def generation_work(run: TrainedModel, checkpoint: str) -> Work:
-    """The queue's work function: job.request is (GenerateRequest, Conditioning)."""
+    """The queue's work function: job.request is (GenerateRequest, Conditioning, EditInput or None)."""
 
     def work(job: Job) -> Generation:
-        request, cond = job.request
-        return generate(run, request, cond, checkpoint, report=job.report)
+        request, cond, edit = job.request
+        return generate(run, request, cond, checkpoint, report=job.report, edit=edit)
 
     return work
 
@@ -111,10 +112,11 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
         try:
             req = parse_request(payload, limits)
             cond = resolve_request(run, req.prompt, req.negative)
+            edit = prepare_input(run, req)
         except UserError as e:
             raise HTTPException(400, str(e))
         try:
-            job = queue.submit((req, cond), total_steps=req.sampling.steps)
+            job = queue.submit((req, cond, edit), total_steps=max(1, total_steps(run, req)))
         except QueueFull as e:
             raise HTTPException(429, str(e))
         return {"id": job.id, "position": queue.position(job), "status": f"/api/jobs/{job.id}"}

@@ -1,14 +1,17 @@
-"""A generation request from the web UI, checked field by field: a bad one gives a one-line UserError (HTTP 400)."""
+"""A request from the web UI (generate, or edit or inpaint an uploaded image), checked field by field: a bad one
+gives a one-line UserError (HTTP 400)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer, ascii_real, finite
-from ddpm.diffusion.sampling import SamplingConfig
+from ddpm.diffusion.sampling import DEFAULT_STRENGTH, SamplingConfig
 
 MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's SeedSequence: non-negative integers
 
@@ -21,6 +24,10 @@ class Limits:
     max_images: int = 64
     max_prompt_chars: int = 200
     max_guidance: float = 20.0
+    max_upload_bytes: int = 16 * 2**20  # an uploaded image or mask (data/transforms.open_image bounds its pixels)
+
+
+MODES = ("generate", "edit", "inpaint")  # sample; image to image (SDEdit); inpainting (RePaint)
 
 
 @dataclass(frozen=True)
@@ -29,15 +36,20 @@ class GenerateRequest:
     negative: str = ""
     n: int = 4
     sampling: SamplingConfig = SamplingConfig()  # as `ddpm sample`: the same seed gives the same images
+    mode: str = "generate"
+    strength: float = DEFAULT_STRENGTH  # edit
+    image: bytes | None = None  # edit, inpaint: the uploaded file's bytes
+    mask: bytes | None = None  # inpaint: white = generate
 
     def to_dict(self) -> dict[str, Any]:
-        """The request as the page sends it: its fields and the sampling options it may set."""
+        """The request as the page sends it: its fields and the sampling options it may set (not the uploads)."""
         options = self.sampling.to_dict()
-        return {"prompt": self.prompt, "negative": self.negative, "n": self.n, **{k: options[k] for k in SAMPLING_FIELDS}}
+        return {"prompt": self.prompt, "negative": self.negative, "n": self.n, "mode": self.mode,
+                "strength": self.strength, **{k: options[k] for k in SAMPLING_FIELDS}}
 
 
 SAMPLING_FIELDS = ("sampler", "steps", "guidance", "seed")  # what a request may set; the rest keeps its default
-FIELDS = ("prompt", "negative", "n", *SAMPLING_FIELDS)
+FIELDS = ("prompt", "negative", "n", *SAMPLING_FIELDS, "mode", "strength", "image", "mask")
 
 
 def request_defaults(limits: Limits) -> dict[str, Any]:
@@ -66,8 +78,28 @@ def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
         seed=_integer(payload, "seed", chosen.seed, 0, MAX_SEED),
         batch_size=n,  # one batch: the progress bar's steps are the sampler's steps
     )
+    mode = payload.get("mode", GenerateRequest.mode)
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {repr(mode)[:40]}")
+    strength = _number(payload, "strength", GenerateRequest.strength, 0.0, 1.0)
+    image = _upload(payload, "image", limits.max_upload_bytes) if mode != "generate" else None
+    mask = _upload(payload, "mask", limits.max_upload_bytes) if mode == "inpaint" else None
     return GenerateRequest(prompt=prompt, negative=_text(payload, "negative", limits.max_prompt_chars), n=n,
-                           sampling=sampling)
+                           sampling=sampling, mode=mode, strength=strength, image=image, mask=mask)
+
+
+def _upload(payload: dict, name: str, max_bytes: int) -> bytes:
+    """A file sent as base64 text, bare or as a data: URL ("data:image/png;base64,..."); its bytes."""
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{name} is missing: upload an image file (a data: URL or base64 text)")
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    if len(text) > 4 * (max_bytes // 3 + 1):
+        raise UserError(f"{name} is larger than {max_bytes // 2**20} MiB; send a smaller file")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserError(f"{name} is not base64 text (a data: URL or base64 of the file)") from None
 
 
 def _text(payload: dict, name: str, max_chars: int) -> str:

@@ -22,17 +22,70 @@ async function loadInfo() {
   for (const name of info.samplers) $("sampler").append(new Option(name, name, false, name === info.defaults.sampler));
   $("steps").max = info.limits.max_steps;
   $("steps").value = info.defaults.steps;
+  $("strength").value = $("strength-shown").value = info.defaults.strength;
   $("n").max = info.limits.max_images;
   $("guidance").max = info.limits.max_guidance;
   $("prompt").maxLength = $("negative").maxLength = info.limits.max_prompt_chars;
 }
 
+// Editing: the uploaded image (a data: URL, sent as it is) and the mask, painted on a canvas of the image's own size
+// (white = generate, transparent = keep; the server composites it on black) or uploaded as a file.
+const upload = { image: null, mask: null, painted: false };
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+function showMode() {
+  const mode = $("mode").value;
+  $("edit-fields").hidden = mode === "generate";
+  $("strength-box").hidden = mode !== "edit";
+  $("mask-box").hidden = mode !== "inpaint";
+}
+
+async function chooseImage() {
+  const file = $("image").files[0];
+  upload.image = file ? await readFile(file) : null;
+  if (!upload.image) return;
+  $("source").src = upload.image;
+  await $("source").decode();
+  const canvas = $("mask-canvas");
+  canvas.width = $("source").naturalWidth;
+  canvas.height = $("source").naturalHeight;
+  upload.painted = false;
+}
+
+function paint(event) {
+  if (!(event.buttons & 1) || !upload.image) return;
+  const canvas = $("mask-canvas");
+  const box = canvas.getBoundingClientRect();
+  const x = (event.clientX - box.left) * canvas.width / box.width;
+  const y = (event.clientY - box.top) * canvas.height / box.height;
+  const r = Number($("brush").value) * canvas.width / box.width;
+  const context = canvas.getContext("2d");
+  context.fillStyle = "white";
+  context.beginPath();
+  context.arc(x, y, r, 0, 2 * Math.PI);
+  context.fill();
+  upload.painted = true;
+  upload.mask = null;
+}
+
 function request() {
   const number = (id) => Number($(id).value);
-  return {
+  const body = {
     prompt: $("prompt").value, negative: $("negative").value, n: number("n"), sampler: $("sampler").value,
-    steps: number("steps"), guidance: number("guidance"), seed: number("seed"),
+    steps: number("steps"), guidance: number("guidance"), seed: number("seed"), mode: $("mode").value,
   };
+  if (body.mode !== "generate") body.image = upload.image || "";
+  if (body.mode === "edit") body.strength = number("strength");
+  if (body.mode === "inpaint") body.mask = upload.mask || (upload.painted ? $("mask-canvas").toDataURL("image/png") : "");
+  return body;
 }
 
 function describe(job) {
@@ -111,5 +164,22 @@ async function submit(event) {
 }
 
 $("form").addEventListener("submit", submit);
+$("mode").addEventListener("change", showMode);
+$("image").addEventListener("change", () => chooseImage().catch((e) => showError(e.message)));
+$("mask-file").addEventListener("change", async () => {
+  const file = $("mask-file").files[0];
+  upload.mask = file ? await readFile(file) : null;
+});
+$("mask-canvas").addEventListener("pointerdown", paint);
+$("mask-canvas").addEventListener("pointermove", paint);
+$("clear-mask").addEventListener("click", () => {
+  const canvas = $("mask-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  upload.painted = false;
+  upload.mask = null;
+  $("mask-file").value = "";
+});
+$("strength").addEventListener("input", () => { $("strength-shown").value = $("strength").value; });
+showMode();
 $("random-seed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2 ** 31); });
 loadInfo().catch((e) => showError(`cannot reach the server: ${e.message}`));
