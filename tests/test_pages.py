@@ -101,3 +101,19 @@ def test_run_index_links_what_exists(run_dir, evaluated):
         assert name in links
     assert "eval/eval.json" in links and "eval/report.html" in links  # the eval numbers, and its report
     assert "generated / real images" in index.read_text()
+
+
+def test_prompt_faithfulness_rows_name_both_groups_and_chance():
+    """A text model's eval.json carries faithfulness per attribute for seen and held-out pairs; the one formatting
+    of evaluation numbers shows each as 'seen / held-out' beside its chance levels."""
+    from ddpm.pictures.pages import eval_numbers
+
+    attrs = ("colour", "shape")
+    result = {"metrics": {"faithfulness": {
+        "seen": {"colour": 0.97, "shape": 0.905}, "held_out": {"colour": 0.88, "shape": 0.5},
+        "chance": {"seen": {"colour": 0.24, "shape": 0.34}, "held_out": {"colour": 0.21, "shape": 0.3}}}},
+        "num_generated": 4, "num_real": 4}
+    rows = dict(eval_numbers(result))
+    assert rows["prompt faithfulness: colour (seen / held-out pairs; chance 24% / 21%)"] == "97.0% / 88.0%"
+    assert rows["prompt faithfulness: shape (seen / held-out pairs; chance 34% / 30%)"] == "90.5% / 50.0%"
+    assert sum(k.startswith("prompt faithfulness") for k in rows) == len(attrs)
