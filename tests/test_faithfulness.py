@@ -79,7 +79,8 @@ def test_one_wrong_attribute_moves_its_score_only(probe, scenes):
     sideways = np.mean([s.objects[0].position in MIRROR for s in single if not s.held_out])
     assert 0.2 < sideways < 0.6
     assert mirrored.seen["position"] == pytest.approx(1 - sideways, abs=0.02)  # left/right scenes all wrong now
-    assert mirrored.seen["count"] >= 0.98 and mirrored.seen["shape"] <= 1 - sideways + 0.02
+    # a lone object drawn at the wrong place is the position's error only: its colour and shape are judged where it is
+    assert mirrored.seen["count"] >= 0.98 and mirrored.seen["shape"] >= 0.98 and mirrored.seen["colour"] >= 0.98
 
 
 def test_chance_is_the_most_frequent_answer():

@@ -5,11 +5,14 @@ split) and `held_out` (only pairs never drawn in training), each prompted with i
 
     colour    per object: the palette colour that most of the bright pixels (a channel >= 128) in the object's
               region vote for, each pixel voting for the nearest palette colour after division by its brightest
-              channel (its chroma: an anti-aliased edge or a darker shade keeps its vote). Regions: the image half
-              a position names (left, right, top, bottom), or the central 16 x 16 square. Pixels and not a
+              channel (its chroma: an anti-aliased edge or a darker shade keeps its vote). Regions: a scene's
+              only object is judged on the whole image (wherever it was drawn: a misplaced object is the
+              position's error, not the colour's); of two objects, each on the image half its position names
+              (left, right, top, bottom): which colour went where is what binding means. Pixels and not a
               classifier: nothing learned stands between the word and the measurement, and a background never
               reaches 128, so no background pixel votes.
-    shape     per object: the shape the probe (scene_probe.py) sees at the object's position
+    shape     per object: the shape the probe (scene_probe.py) sees at the object's position; a scene's only
+              object, drawn alone at another place, is read there
     object    per object: colour and shape both right (what a held-out pair tests)
     count     per scene: the number of places the probe sees occupied is the number of objects
     position  per scene: the occupied places are exactly the scene's positions
@@ -60,17 +63,17 @@ def eval_scenes(seen: int = 100, held_out: int = 100) -> EvalScenes:
     return EvalScenes(split_scenes("test-seen")[:seen], split_scenes("test-held-out")[:held_out])
 
 
-def _region(position: str) -> tuple[slice, slice]:
-    """(rows, columns) of the pixels whose colour speaks for an object at `position`."""
+def _region(position: str | None) -> tuple[slice, slice]:
+    """(rows, columns) of the pixels whose colour speaks for an object at `position` (None: the whole image)."""
     half, full = SIZE // 2, slice(0, SIZE)
     return {"left": (full, slice(0, half)), "right": (full, slice(half, SIZE)), "top": (slice(0, half), full),
             "bottom": (slice(half, SIZE), full),
-            "centre": (slice(SIZE // 4, 3 * SIZE // 4), slice(SIZE // 4, 3 * SIZE // 4))}[position]
+            "centre": (slice(SIZE // 4, 3 * SIZE // 4), slice(SIZE // 4, 3 * SIZE // 4)), None: (full, full)}[position]
 
 
-def region_colour(image: np.ndarray, position: str) -> str | None:
-    """The palette colour voted by the bright pixels of `image` (3, 32, 32) uint8 in `position`'s region; None
-    when no pixel there is bright."""
+def region_colour(image: np.ndarray, position: str | None) -> str | None:
+    """The palette colour voted by the bright pixels of `image` (3, 32, 32) uint8 in `position`'s region (None: the
+    whole image); None when no pixel there is bright."""
     rows, cols = _region(position)
     px = image[:, rows, cols].reshape(3, -1).T.astype(np.float32)  # (P, 3)
     px = px[px.max(1) >= BRIGHT]
@@ -92,9 +95,13 @@ def score_scenes(images: np.ndarray, scenes: tuple[Scene, ...], places: torch.Te
     for image, scene, seen in zip(images, scenes, places.tolist()):
         occupied = frozenset(p for p, c in zip(POSITIONS, seen) if c != EMPTY)
         all_right = occupied == _layout(scene)
+        alone = len(scene.objects) == 1  # its colour and shape are judged wherever it was drawn
         for o in scene.objects:
-            colour = region_colour(image, o.position) == o.colour
-            shape = seen[POSITIONS.index(o.position)] == 1 + SHAPES.index(o.shape)
+            colour = region_colour(image, None if alone else o.position) == o.colour
+            read = seen[POSITIONS.index(o.position)]
+            if alone and read == EMPTY and len(occupied) == 1:
+                read = seen[POSITIONS.index(next(iter(occupied)))]
+            shape = read == 1 + SHAPES.index(o.shape)
             hits["colour"].append(colour)
             hits["shape"].append(shape)
             hits["object"].append(colour and shape)
