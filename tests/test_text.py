@@ -319,8 +319,9 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     import ddpm.text.encoder as minilm  # the training captions' embeddings come from the disk cache, not the encoder
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
-    cached = embed_texts(["a red square", "something red", "a blue square", "something blue"], text_run[1])
-    assert cached.shape == (4, 384)
+    cached, tokens, offsets = embed_texts(["a red square", "something red", "a blue square", "something blue"],
+                                          text_run[1], with_tokens=True)  # the run attends to tokens (the default)
+    assert cached.shape == (4, 384) and len(offsets) == 5 and tokens.shape == (int(offsets[-1]), 384)
 
 
 @pytest.mark.parametrize("text", ["²", "٣", "9" * 5000, "1.5", "- 1"])
