@@ -156,7 +156,7 @@ def test_token_states_keep_what_the_sentence_embedding_loses(encoder):
     assert cos < 0.9
 
 
-def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder):
+def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder, monkeypatch):
     """A caption picked in training and the same texts typed as prompts are the same tensor, bit for bit (token
     states rounded to float16 in both, the same batch of texts); the bank's token cache is read back on the second
     build."""
@@ -175,13 +175,7 @@ def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder)
     assert torch.equal(bank.pick(1, g), typed[2:3])
     import ddpm.text.encoder as minilm
 
-    again = minilm._ENCODER
-    minilm._ENCODER = None
-    try:
-        minilm_load = minilm.load_encoder
-        minilm.load_encoder = lambda: (_ for _ in ()).throw(AssertionError("encoder called"))
-        with pytest.warns(UserWarning):
-            cached = build_caption_bank(data, tmp_path, text_tokens=L)
-    finally:
-        minilm.load_encoder, minilm._ENCODER = minilm_load, again
+    monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
+    with pytest.warns(UserWarning):
+        cached = build_caption_bank(data, tmp_path, text_tokens=L)
     assert torch.equal(cached.condition([0, 1, 2]), typed)

@@ -38,7 +38,8 @@ INCEPTION_BATCH = 50  # images per Inception call (bench/eval_throughput.py: 16 
 
 
 def default_num_samples(device: torch.device) -> int:
-    """50k is the literature's FID; on a CPU (sampling ~0.5 s an image at 50 steps, Inception ~0.05 s) 1,000 fits."""
+    """50k is the literature's FID; on a CPU (sampling and Inception features take most of a second an image) 1,000
+    is what fits (timings in docs/evaluation.md)."""
     return 10_000 if device.type == "cuda" else 1_000
 
 
