@@ -10,8 +10,9 @@ import pytest
 from ddpm.data import shapes_text as st
 from ddpm.data.shapes_text import ObjectSpec, Scene
 from ddpm.evaluation import scene_probe
-from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_word_accuracy, eval_scenes,
-                                          faithfulness, hue_word, prompt_colour, region_colour)
+from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_prompts, colour_word_accuracy,
+                                          colour_words, eval_scenes, faithfulness, hue_word, prompt_colour,
+                                          region_colour)
 
 SWAP_SHAPE = {"circle": "square", "square": "triangle", "triangle": "cross", "cross": "circle"}
 SWAP_COLOUR = {"red": "blue", "blue": "green", "green": "purple", "purple": "yellow", "yellow": "white", "white": "red"}
@@ -151,6 +152,23 @@ def test_colour_words_of_prompts():
     images = np.stack([_solid((220, 40, 40)), _solid((40, 60, 230)), _solid((40, 200, 60))])
     assert colour_word_accuracy(images, ["a red heart", "a green circle", "a smiling face"]) == 0.5
     assert np.isnan(colour_word_accuracy(images[:1], ["a face"]))
+
+
+def test_colour_prompts_keep_captions_naming_one_colour():
+    captions = ["a red heart", "red and blue flag", "a face", "large blue circle", "blue, light blue heart",
+                "a red heart", "green apple", "brown heart"]
+    assert colour_prompts(captions) == ["a red heart", "blue, light blue heart", "green apple", "large blue circle"]
+    many = [f"a red thing {i:03d}" for i in range(250)]
+    picked = colour_prompts(many, limit=100)
+    assert len(picked) == 100 and picked == sorted(picked) and len(set(picked)) == 100
+    assert picked[0] == many[0] and picked[-1] > many[240]  # spread over the whole list, not its first 100
+
+
+def test_colour_words_report_accuracy_and_chance():
+    red, blue, green = _solid((220, 40, 40)), _solid((40, 60, 230)), _solid((40, 200, 60))
+    prompts = ["a red heart", "red circle", "red square", "a blue heart"]
+    got = colour_words(np.stack([red, blue, red, green]), prompts)
+    assert got == {"accuracy": 0.5, "prompts": 4.0, "chance": 0.75}  # 2 of 4 right; "red" is 3 of the 4 words
 
 
 TWEMOJI = os.environ.get("DDPM_TWEMOJI_TGZ", "")

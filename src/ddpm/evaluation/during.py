@@ -5,7 +5,8 @@ the same seeds every time) and measures them with evaluate.py against the same f
 KID on Inception features (the score best.safetensors is chosen by: unbiased at any N, unlike FID, whose upward
 bias at small N would favour nothing but N), FID beside it, per-class accuracy and classifier FID when a domain
 classifier is given, and for a text model on builtin:shapes-text the prompt faithfulness of its seen and held-out
-evaluation scenes (colour_seen, shape_held_out, ...: evaluation/faithfulness.py; not counted in N's budget).
+evaluation scenes (colour_seen, shape_held_out, ...: evaluation/faithfulness.py; not counted in N's budget), on
+other captioned data the colour-word accuracy (colour_words).
 
 How N is sized: evaluation should cost at most about 10% of the training time. At the first evaluation the cost of
 one image (sampling plus Inception features) is measured on one image per class, and
@@ -85,6 +86,8 @@ class TrainingEval:
                           classifier_fid=m["classifier_fid"])
         for group in ("seen", "held_out"):  # text models on builtin:shapes-text: prompt faithfulness (evaluate.py)
             values.update({f"{a}_{group}": v for a, v in m.get("faithfulness", {}).get(group, {}).items()})
+        if "colour_words" in m:  # text models on other captioned data
+            values["colour_words"] = m["colour_words"]["accuracy"]
         metric = "kid" if "kid" in values else "classifier_fid"
         return EvalPoint(values, values.get(metric), metric, time.perf_counter() - t0, notes)
 

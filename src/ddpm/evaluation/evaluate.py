@@ -1,7 +1,10 @@
 """`ddpm eval` as a library call: sample N images of a trained run, class by class, then measure them against
 the real held-out images: FID/KID on Inception features, per-class accuracy, classifier score and
-classifier-feature FID with the domain classifier, and IS when Inception weights with logits are given.
-Every metric is timed; the reference side's features are cached (refcache.py).
+classifier-feature FID with the domain classifier, and IS when Inception weights with logits are given. Text
+models also get prompt faithfulness: on builtin:shapes-text colour, shape, count and position of seen and held-out
+pairs; on other captioned colour data the colour-word check (up to 100 of the run's captions that name one colour,
+one image each, its hue read from the pixels: faithfulness.colour_words). Every metric is timed; the reference
+side's features are cached (refcache.py).
 
 Under torchrun each rank samples a contiguous share of the N (class, j) pairs (image j of a class is seeded by
 (seed, j), so it is the same image whichever rank makes it) and extracts its features; rank 0 gathers them in
@@ -26,7 +29,8 @@ from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.diffusion.sampling import EVAL_SAMPLING, SamplingConfig
 from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
-from ddpm.evaluation.faithfulness import EvalScenes, FaithfulnessReport, eval_scenes, faithfulness
+from ddpm.evaluation.faithfulness import (EvalScenes, FaithfulnessReport, colour_prompts, colour_words, eval_scenes,
+                                          faithfulness)
 from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
 from ddpm.evaluation.refcache import reference_features
 from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
@@ -194,6 +198,13 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         log("prompt faithfulness: captions of seen and held-out colour-shape pairs (evaluation/faithfulness.py)")
         results["faithfulness"] = prompt_faithfulness(run, sampling, cache_dir).to_dict()
         timings["faithfulness"] = time.perf_counter() - t0
+    elif (run.conditioning == "text" and run.config.model.channels == 3
+          and (prompts := colour_prompts(run.run_captions()))):
+        t0 = time.perf_counter()
+        log(f"colour words: {len(prompts)} captions that name a colour, one image each (evaluation/faithfulness.py)")
+        images = run.sample_prompts(prompts, 1, sampling).images
+        results["colour_words"] = colour_words(to_uint8(images), prompts)
+        timings["colour_words"] = time.perf_counter() - t0
 
     if "fid" in results or "classifier_fid" in results:
         n = min(len(fake), len(real_images))

@@ -191,10 +191,34 @@ def hue_word(image: np.ndarray | torch.Tensor) -> str | None:
     return max(votes, key=votes.__getitem__)
 
 
+def _hue_words_in(prompt: str) -> list[str]:
+    return [w for w in prompt.lower().replace(",", " ").split() if w in HUE_WORDS]
+
+
 def prompt_colour(prompt: str) -> str | None:
     """The first colour word of HUE_WORDS in a prompt ('a purple heart' -> 'purple'), or None."""
-    words = prompt.lower().replace(",", " ").split()
-    return next((w for w in words if w in HUE_WORDS), None)
+    return next(iter(_hue_words_in(prompt)), None)
+
+
+COLOUR_PROMPTS = 100  # captions `ddpm eval` draws for the colour-word check of a text model on captioned folders
+
+
+def colour_prompts(captions: list[str], limit: int = COLOUR_PROMPTS) -> list[str]:
+    """The captions that name exactly one colour of HUE_WORDS ('red and blue' cannot be checked by one hue),
+    sorted, thinned evenly to at most `limit`: the colour-word check of a text model trained on its own captions."""
+    named = sorted({c for c in captions if len(set(_hue_words_in(c))) == 1})
+    if len(named) <= limit:
+        return named
+    return [named[i * len(named) // limit] for i in range(limit)]
+
+
+def colour_words(images: np.ndarray | torch.Tensor, prompts: list[str]) -> dict[str, float]:
+    """The colour-word check of images drawn one per prompt (`colour_prompts`): accuracy (colour_word_accuracy),
+    the number of prompts, and chance: the share of the most frequent colour word, the best image-blind answer."""
+    named = [w for w in map(prompt_colour, prompts) if w is not None]
+    top = Counter(named).most_common(1)
+    return {"accuracy": colour_word_accuracy(images, prompts), "prompts": float(len(named)),
+            "chance": top[0][1] / len(named) if top else float("nan")}
 
 
 def colour_word_accuracy(images: np.ndarray | torch.Tensor, prompts: list[str]) -> float:

@@ -93,6 +93,10 @@ def eval_numbers(result: dict[str, Any], per_class: bool = True) -> list[tuple[s
         rows += [(f"prompt faithfulness: {a} (seen / held-out pairs; chance {f['chance']['seen'][a]:.0%} / "
                   f"{f['chance']['held_out'][a]:.0%})", f"{f['seen'][a]:.1%} / {f['held_out'][a]:.1%}")
                  for a in f["seen"]]
+    if "colour_words" in m:  # text models on other captioned data: captions that name a colour (faithfulness.py)
+        c = m["colour_words"]
+        rows.append((f"colour words ({int(c['prompts'])} captions naming a colour; chance {c['chance']:.0%})",
+                     f"{c['accuracy']:.1%}"))
     rows.append(("generated / real images", f"{result.get('num_generated')} / {result.get('num_real')}"))
     return rows
 
