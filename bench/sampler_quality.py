@@ -13,6 +13,11 @@ the per-class accuracy.
 NFE = network calls per image, counted with a forward hook on the network. Under guidance (w not 0 or 1) each call
 is one forward of the doubled batch [x; x] with classes [c; null] and counts as one evaluation (it costs about two
 images' compute). FID is biased upward at small N, and noisy: compare rows only at equal N, as ratios to DDPM-1000.
+
+With --json each row's per-image features are kept beside it, and a second table gives each row's FID, classifier
+FID and per-class accuracy minus those of --paired-to (default ddpm:50, the ancestral baseline of issue 19), with the
+std of that difference over bootstrap resamples of the images, the same resample for both rows: rows share their
+starting noise, so most of either row's own sampling noise cancels in the difference.
 """
 
 from __future__ import annotations
@@ -78,6 +83,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None,
                     help="write the rows here after every config; rows already in it for the same checkpoint, N, "
                          "guidance and seed are reused, not measured again (add configs to an earlier run)")
+    ap.add_argument("--paired-to", default="ddpm:50",
+                    help="with --json: each row's FID, classifier FID and accuracy minus this config's, with the std of "
+                         "the difference by a paired bootstrap over the images (the sampler choice of issue 19)")
+    ap.add_argument("--draws", type=int, default=100, help="bootstrap resamples for --paired-to")
     args = ap.parse_args()
     configs = parse_configs(args.configs)
     settings = {"checkpoint": str(args.checkpoint), "per_class": args.per_class, "guidance": args.guidance,
@@ -127,14 +136,22 @@ def main() -> None:
             images = to_uint8(run.sample(None, args.per_class, sampling))
         row = {"sampler": sampler, "steps": steps, "nfe": calls[0] / math.ceil(n / args.batch_size),
                "sample_s": time.perf_counter() - t0}
+        feats = {}
         if inception is not None:
             t0 = time.perf_counter()
-            row["fid"] = metrics.frechet_distance(ref_incep, extract(inception, images, INCEPTION_BATCH))
+            feats["fid"] = extract(inception, images, INCEPTION_BATCH)
+            row["fid"] = metrics.frechet_distance(ref_incep, feats["fid"])
             row["inception_s"] = time.perf_counter() - t0
         if clf is not None:
             probs = extract(clf.probabilities, images, 256)
-            row["clf_fid"] = metrics.frechet_distance(ref_clf, extract(clf.pooled_features, images, 256))
-            row["accuracy"] = float((probs.argmax(1) == wanted).float().mean())
+            feats["clf_fid"] = extract(clf.pooled_features, images, 256)
+            feats["correct"] = (probs.argmax(1) == wanted).float()
+            row["clf_fid"] = metrics.frechet_distance(ref_clf, feats["clf_fid"])
+            row["accuracy"] = float(feats["correct"].mean())
+        if args.json:  # per-image features, for the paired error bars (features_path)
+            path = features_path(args.json, sampler, steps)
+            path.parent.mkdir(exist_ok=True)
+            torch.save(feats, path)
         rows.append(row)
         print("  " + ", ".join(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}" for key, v in row.items()), flush=True)
         if args.json:
@@ -142,6 +159,94 @@ def main() -> None:
             args.json.write_text(json.dumps({**settings, "machine": machine(), "date": str(date.today()),
                                              "rows": kept + rows}, indent=1))
     print_table(rows)
+    if args.json and args.paired_to:
+        refs = {"fid": ref_incep if inception is not None else None, "clf_fid": ref_clf if clf is not None else None}
+        print_paired(args.json, rows, parse_configs(args.paired_to)[0], refs, args.draws)
+
+
+def print_paired(json_path: Path, rows: list[dict], base: tuple[str, int], refs: dict, draws: int) -> None:
+    """Differences to the `base` row with their paired-bootstrap std, for the rows whose features were kept."""
+    paths = {(r["sampler"], r["steps"]): features_path(json_path, r["sampler"], r["steps"]) for r in rows}
+    kept = {k: torch.load(p) for k, p in paths.items() if p.is_file()}
+    if base not in kept:
+        return
+    scorers = frechet_scorers(refs)
+    idx = resamples(kept[base], draws)
+    ref = resampled(scorers, kept[base], idx)  # the baseline's bootstrap values, computed once for every row
+    print(f"\n| sampler | steps | NFE | FID - {base[0]}-{base[1]} | classifier FID - | accuracy - |\n|" + " --- |" * 6)
+    for r in rows:
+        key = (r["sampler"], r["steps"])
+        if key == base or key not in kept:
+            continue
+        d = differences(ref, resampled(scorers, kept[key], idx))
+        cells = [f"{d[m][0] * scale:+.2f} ± {d[m][1] * scale:.2f}" if m in d else "-"
+                 for m, scale in (("fid", 1), ("clf_fid", 1), ("accuracy", 100))]
+        print(f"| {r['sampler']} | {r['steps']} | {r['nfe']:g} | {cells[0]} | {cells[1]} | {cells[2]} pt |")
+    print(f"(± the std over {draws} paired bootstrap resamples of the {len(idx[0])} images)")
+    sys.stdout.flush()
+
+
+def features_path(json_path: Path, sampler: str, steps: int) -> Path:
+    """Where a row's per-image features are kept: beside the --json file, one .pt a row."""
+    return json_path.with_name(json_path.stem + "-features") / f"{sampler}-{steps}.pt"
+
+
+class FrechetToFixed:
+    """FID against a fixed reference set, fast enough to bootstrap: with S_r's square root R computed once,
+        FID = |mu_r - mu_g|^2 + tr S_r + tr S_g - 2 tr sqrt(R S_g R)
+    (tr sqrt(S_r S_g) = tr sqrt(R S_g R), the latter symmetric PSD: a sum of sqrt of eigvalsh). float64."""
+
+    def __init__(self, real: torch.Tensor) -> None:
+        real = real.double()
+        self.mu = real.mean(0)
+        cov = torch.cov(real.T)
+        w, v = torch.linalg.eigh(cov)
+        self.root = (v * w.clamp_min(0).sqrt()) @ v.T  # (D, D)
+        self.trace = cov.trace()
+
+    def __call__(self, fake: torch.Tensor) -> float:
+        fake = fake.double()
+        cov = torch.cov(fake.T)
+        mid = torch.linalg.eigvalsh(self.root @ cov @ self.root).clamp_min(0).sqrt().sum()
+        return float((self.mu - fake.mean(0)).square().sum() + self.trace + cov.trace() - 2 * mid)
+
+
+Resampled = dict[str, tuple[float, torch.Tensor]]  # metric -> (value on all images, (draws,) values on resamples)
+
+
+def frechet_scorers(refs: dict[str, torch.Tensor | None]) -> dict[str, FrechetToFixed]:
+    """One FrechetToFixed per reference set given ("fid": Inception, "clf_fid": the classifier's features)."""
+    return {k: FrechetToFixed(v) for k, v in refs.items() if v is not None}
+
+
+def resamples(feats: dict[str, torch.Tensor], draws: int, seed: int = 0) -> list[torch.Tensor]:
+    """`draws` bootstrap resamples of a row's N image indices; the same list serves every row (pairing)."""
+    n = len(next(iter(feats.values())))
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, n, (n,), generator=g) for _ in range(draws)]
+
+
+def resampled(scorers: dict[str, FrechetToFixed], feats: dict[str, torch.Tensor], idx: list[torch.Tensor]) -> Resampled:
+    """A row's FIDs (per scorer) and accuracy ("correct": per image 0/1) on all its images and on each resample."""
+    out = {k: (fid(feats[k]), torch.tensor([fid(feats[k][i]) for i in idx]))
+           for k, fid in scorers.items() if k in feats}
+    if "correct" in feats:
+        out["accuracy"] = (float(feats["correct"].mean()), torch.stack([feats["correct"][i].mean() for i in idx]))
+    return out
+
+
+def differences(base: Resampled, other: Resampled) -> dict[str, tuple[float, float]]:
+    """other - base per metric, and the std over the resamples of that difference (the same indices for both)."""
+    return {k: (other[k][0] - base[k][0], float((other[k][1] - base[k][1]).std())) for k in base if k in other}
+
+
+def paired_differences(refs: dict[str, torch.Tensor], base: dict, other: dict, draws: int, seed: int = 0
+                       ) -> dict[str, tuple[float, float]]:
+    """Each metric of `other` minus `base` (the same images j, drawn from the same noise) and the std of that
+    difference over `draws` bootstrap resamples of the image indices, the same indices for both rows: the error of
+    a difference between two samplers, not of either alone."""
+    scorers, idx = frechet_scorers(refs), resamples(base, draws, seed)
+    return differences(resampled(scorers, base, idx), resampled(scorers, other, idx))
 
 
 def real_images(run, per_class: int, cache_dir: Path | None) -> torch.Tensor:
