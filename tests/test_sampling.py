@@ -83,9 +83,12 @@ def test_cli_flags_default_to_the_config_and_build_it_back() -> None:
 def test_web_requests_take_the_chosen_samplers_default_steps() -> None:
     limits = Limits(max_steps=1000)
     assert parse_request({"prompt": "cat", "sampler": "dpm++2m"}, limits).sampling.steps == 20
-    assert parse_request({"prompt": "cat"}, limits).sampling.steps == 50
-    assert parse_request({"prompt": "cat"}, Limits(max_steps=30)).sampling.steps == 30
-    assert request_defaults(limits)["steps"] == 50 and request_defaults(limits)["sampler"] == "ddpm"
+    assert parse_request({"prompt": "cat", "sampler": "ddpm"}, limits).sampling.steps == 50
+    assert parse_request({"prompt": "cat"}, Limits(max_steps=12)).sampling.steps == 12
+    default = SamplingConfig().resolved(1000)  # the web UI starts from `ddpm sample`'s default
+    got = parse_request({"prompt": "cat"}, limits).sampling
+    assert (got.sampler, got.steps, got.guidance) == (default.sampler, default.steps, default.guidance)
+    assert request_defaults(limits)["steps"] == default.steps and request_defaults(limits)["sampler"] == "dpm++2m"
 
 
 def test_api_keywords_and_a_config_draw_the_same_pixels(tmp_path) -> None:

@@ -16,6 +16,7 @@ from ddpm.common.errors import UserError
 from ddpm.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig
 from ddpm.data.folder import ANIMALS10
 from ddpm.diffusion.guidance import NegativeAsNull, drop_condition, guided_eps
+from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.network.unet import UNet
 from ddpm.text.captions import article, class_captions, plural
 from ddpm.text.prompts import FAR_THRESHOLD, FarPrompt, clean_prompt, match_classes, read_prompts_file
@@ -298,6 +299,23 @@ def test_text_run_samples_follow_their_captions(text_run):
 
 
 @pytest.mark.slow
+def test_eval_of_a_text_model_checks_its_colour_words(text_run):
+    """`ddpm eval` on a text model trained on captioned folders draws one image per caption that names a colour
+    and reads its hue: the four captions of the red/blue set, chance 50%, and the model follows them."""
+    from ddpm.api import load_run
+    from ddpm.evaluation.evaluate import EvalSettings, evaluate
+    from ddpm.pictures.pages import eval_numbers
+
+    settings = EvalSettings(num_samples=4, inception=False,
+                            sampling=SamplingConfig(sampler="ddim", steps=20, guidance=5.0, batch_size=8))
+    result, _ = evaluate(load_run(text_run[0]), settings, cache_dir=text_run[1])
+    words = result["metrics"]["colour_words"]
+    assert words["prompts"] == 4 and words["chance"] == 0.5
+    assert words["accuracy"] >= 0.75, words
+    assert any(name.startswith("colour words (4 captions") for name, _ in eval_numbers(result))
+
+
+@pytest.mark.slow
 def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, capsys, monkeypatch):
     from ddpm.cli import main
     from ddpm.pictures.pngmeta import read_png_metadata
@@ -312,7 +330,8 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     assert code == 0
     meta = read_png_metadata(out)
     assert meta["prompts"] == ["a red square", "something blue"] and meta["negative"] == "a blue square"
-    assert (meta["seed"], meta["sampler"], meta["steps"], meta["guidance"], meta["checkpoint_step"]) == (3, "ddpm", 4, 3.0, 600)
+    default = SamplingConfig().sampler.value  # no --sampler given: the one default is recorded
+    assert (meta["seed"], meta["sampler"], meta["steps"], meta["guidance"], meta["checkpoint_step"]) == (3, default, 4, 3.0, 600)
     one = read_png_metadata(tmp_path / "each" / "row1-0.png")
     assert (one["prompt"], one["row"], one["j"]) == ("something blue", 1, 0)
     assert "'a red square' -> text embedding" in capsys.readouterr().out

@@ -2,7 +2,10 @@
 the web UI and the training preview all take. Each option has its one default here and is validated here, once,
 whether it comes from a flag, a keyword, a JSON request or a preset.
 
-    sampler     ddpm (ancestral), ddim, dpm++2m (DPM-Solver++(2M)), dpm++2m-sde (its stochastic form)
+    sampler     ddpm (ancestral), ddim, dpm++2m (DPM-Solver++(2M)), dpm++2m-sde (its stochastic form). The default,
+                dpm++2m at 20 steps, is the cheapest that kept the quality of 50 ancestral steps on the demo's model at
+                N = 1,000 (FID, classifier FID and per-class accuracy within the paired error; docs/evaluation.md),
+                in 2.5x fewer network evaluations; `ddpm sample`, `ddpm eval` and the web UI all start from it
     steps       network evaluations, evenly spaced over the T training steps; None: the sampler's default
                 (DEFAULT_STEPS), at most T. `num_steps(T)` resolves it: the one place where None becomes a number.
     guidance    classifier-free guidance weight w >= 0: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
@@ -95,7 +98,7 @@ class SamplingConfig:
     """Every option of a sampling run (see the module doc). Strings are accepted for the modes and become enums;
     a bad value is a one-line UserError."""
 
-    sampler: Sampler = Sampler.DDPM
+    sampler: Sampler = Sampler.DPMPP_2M
     steps: int | None = None
     guidance: float = 3.0
     eta: float = 0.0
