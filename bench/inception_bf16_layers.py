@@ -6,7 +6,7 @@ under bf16 autocast, and under bf16 with the layers of a variant kept in fp32 (f
     .venv/bin/python bench/inception_bf16_layers.py                               # test split vs 1,000 train images
 
 Prints each variant's FID, its difference to fp32's in percent, KID, and seconds for the 2,000 images. Meaningful
-only on a CPU or GPU with native bf16 (elsewhere autocast is emulated and slow).
+only on a CPU with native bf16 (elsewhere autocast is emulated and slow); it runs on the CPU.
 """
 
 from __future__ import annotations

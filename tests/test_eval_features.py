@@ -153,7 +153,8 @@ def test_bf16_features_say_when_they_are_emulated(monkeypatch, native):
 def test_bf16_features_stay_close_to_fp32(inception, test_split):
     """bf16 autocast moves each image's features by 2-4% (relative L2; measured on 8 real images and 2 of noise);
     at N = 1,000 that moved FID by +0.11% to +0.78% (docs/benchmarks.md): FID compares means and covariances, where
-    most of the rounding averages out. A drift several times larger would be a broken cast, not rounding. Two images only: on a CPU without native bf16 autocast is emulated and slow."""
+    most of the rounding averages out. A drift several times larger would be a broken cast, not rounding. Two images
+    only: on a CPU without native bf16 autocast is emulated and slow."""
     g = torch.Generator().manual_seed(3)
     batch = torch.cat([test_split.images[:1], torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8, generator=g)])
     full, low = inception(batch), InceptionFeatures(precision="bf16")(batch)

@@ -11,7 +11,6 @@ from typing import Any, Callable, Sequence
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer, ascii_real
-from ddpm.evaluation.features import FEATURE_PRECISIONS
 from ddpm.diffusion.sampling import (
     DEFAULT_FRAMES,
     DEFAULT_JUMP,
@@ -25,6 +24,7 @@ from ddpm.diffusion.sampling import (
     SamplingConfig,
     strength_check,
 )
+from ddpm.evaluation.features import FEATURE_PRECISIONS
 
 DESCRIPTION = "Train class-conditional denoising diffusion models and draw images from them."
 SAMPLER_HELP = ("ddpm: ancestral (stochastic); ddim: deterministic at eta 0; dpm++2m: DPM-Solver++(2M), deterministic, "

@@ -55,7 +55,7 @@ def precision_note(precision: str, device: torch.device) -> str | None:
     """A line for the user when the asked precision will be slow here: bf16 where it is emulated."""
     if precision == "bf16" and not bf16_supported(device):
         return (f"bf16 Inception features are emulated on this {device.type.upper()} (no native bf16): slower than "
-                f"fp32, and their FID differs from fp32's; --feature-precision fp32 is the faster here")
+                f"fp32, and their FID differs from fp32's; --feature-precision fp32 is faster here")
     return None
 
 
