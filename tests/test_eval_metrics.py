@@ -9,7 +9,8 @@ import scipy.linalg
 import torch
 
 from ddpm.common.errors import UserError
-from ddpm.evaluation.metrics import frechet_distance, inception_score, kernel_inception_distance, per_class_accuracy
+from ddpm.evaluation.metrics import (frechet_distance, inception_score, kernel_inception_distance, kid_subset_size,
+                                    per_class_accuracy)
 
 
 def exact_gaussian(n: int, mu: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:
@@ -77,6 +78,18 @@ def test_kid_subsets_are_seeded():
     assert first[1] > 0
     near, _ = kernel_inception_distance(a, a[torch.randperm(60, generator=g)], subsets=20, subset_size=30)
     assert abs(near) < first[0]
+
+
+def test_kid_subsets_never_the_whole_set():
+    # Asked for subsets as large as the sets (ddpm eval's 1,000 at N = 1,000), every subset would be the whole set in
+    # another order and the std 0 whatever the data; with several subsets they are capped at half the smaller set.
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(40, 6, generator=g), torch.randn(30, 6, generator=g) + 0.5
+    assert kid_subset_size(1000, 40, 30, subsets=10) == 15
+    assert kid_subset_size(10, 40, 30, subsets=10) == 10
+    assert kid_subset_size(1000, 40, 30, subsets=1) == 30
+    _, std = kernel_inception_distance(a, b, subsets=10, subset_size=1000)
+    assert std > 0
 
 
 def test_score_on_known_probability_tables():

@@ -188,8 +188,8 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         timings["fid"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         mean, std = metrics.kernel_inception_distance(ref, gen, settings.kid_subsets, settings.kid_subset_size, sampling.seed)
-        results["kid"] = {"mean": mean, "std": std, "subset_size": min(settings.kid_subset_size, len(ref), len(gen)),
-                          "subsets": settings.kid_subsets}
+        size = metrics.kid_subset_size(settings.kid_subset_size, len(ref), len(gen), settings.kid_subsets)
+        results["kid"] = {"mean": mean, "std": std, "subset_size": size, "subsets": settings.kid_subsets}
         timings["kid"] = time.perf_counter() - t0
 
     if is_net is not None:

@@ -65,11 +65,19 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(metric.compute())
 
 
+def kid_subset_size(subset_size: int, n: int, m: int, subsets: int) -> int:
+    """The size KID's subsets are drawn at from N real and M generated images: at most subset_size and the smaller
+    set, and with several subsets at most half of it, so that the subsets differ. A subset as large as its set is the
+    whole set in another order, MMD^2 is order-free, and the std over such subsets would be 0 whatever the data."""
+    size = min(subset_size, n, m)
+    return max(2, min(size, min(n, m) // 2)) if subsets > 1 else size
+
+
 def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
                               seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over `subsets` random subsets of min(subset_size, N, M) images from each set)."""
+    """KID (mean, std over `subsets` random subsets of kid_subset_size(...) images from each set)."""
     real, fake = _check(real, "real features"), _check(fake, "generated features")
-    size = min(subset_size, real.shape[0], fake.shape[0])
+    size = kid_subset_size(subset_size, real.shape[0], fake.shape[0], subsets)
     with _quiet():
         metric = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
                                          reset_real_features=False, sync_on_compute=False)
