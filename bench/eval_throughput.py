@@ -2,7 +2,7 @@
 timed in the same alternating rounds, the GFLOP/s achieved against a 3x3 convolution's rate on the same machine in
 the same rounds, and how far each option moves FID and KID.
 
-    .venv/bin/python bench/eval_throughput.py                                  # CPU: options at batch 50, 5 rounds
+    .venv/bin/python bench/eval_throughput.py                                  # CPU: options at ddpm eval's batch, 5 rounds
     .venv/bin/python bench/eval_throughput.py --checkpoint runs/demo --fid-n 1000   # FID/KID on the model's samples
     .venv/bin/python bench/eval_throughput.py --bf16 --fid-n 200               # + bf16 autocast (emulated: slow)
 
@@ -15,6 +15,9 @@ Contenders (each extracts features of the same batch of 28x28 grey images, the d
     fast-bN          the same at batch N (--batch-sizes)
     fast-Nthread     the same on one thread, or on every core with --threads 1 (thread use)
     fast-bf16        bf16 autocast (--bf16; CUDA: also fp16, and every fp32 contender with TF32 on)
+    openvino-f32     (--openvino, CPU) the fast network converted to OpenVINO (not a dependency of ddpm:
+                     `pip install openvino`), compiled with INFERENCE_PRECISION_HINT f32 (its default on a bf16 CPU
+                     is bf16); openvino-bf16 as well with --bf16
     conv3x3-fp32-cl  forward of a 3x3 convolution 128 -> 128 at 32x32, batch 32, channels_last: the machine's rate
 Rates are images/s (GFLOP/s for the convolution) per round; ratios are medians of per-round ratios to `reference`.
 FLOPs: 2 per multiply-add, counted by torch.utils.flop_counter (11.42 GFLOP per 299x299 image; the issue's
@@ -42,6 +45,7 @@ from ddpm.common.pixels import to_uint8
 from ddpm.data.dataset import load_dataset
 from ddpm.diffusion.sampling import EVAL_SAMPLING
 from ddpm.evaluation import metrics
+from ddpm.evaluation.evaluate import INCEPTION_BATCH
 from ddpm.evaluation.features import InceptionFeatures, extract, inception_input
 from ddpm.runtime.device import configure_device, cpu_threads
 from sampler_quality import machine  # bench/ is on sys.path
@@ -53,6 +57,28 @@ def conv_rate_contender(device: torch.device) -> tuple[Callable[[], object], flo
     conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device=device, memory_format=torch.channels_last)
     x = torch.randn(b, c, s, s, device=device).contiguous(memory_format=torch.channels_last)
     return (lambda: conv(x)), 2.0 * b * c * c * 9 * s * s
+
+
+class OpenVinoFeatures:
+    """uint8 images (N, C, H, W) -> (N, 2048) features of the fast network run by OpenVINO's CPU plugin at
+    `precision` (f32 or bf16) on torch's thread count."""
+
+    def __init__(self, precision: str, example: torch.Tensor) -> None:
+        import openvino as ov  # optional: only this bench uses it
+
+        model = ov.convert_model(InceptionFeatures().net.eval(), example_input=inception_input(example))
+        model.reshape([-1, 3, 299, 299])
+        self.net = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                          "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.net(inception_input(images).numpy())[0].copy()).flatten(1)
+
+
+def openvino_paths(args, example: torch.Tensor) -> dict[str, OpenVinoFeatures]:
+    return {f"openvino-{p}": OpenVinoFeatures(p, example) for p in ["f32", *(["bf16"] if args.bf16 else [])]} \
+        if args.openvino else {}
 
 
 def contenders(args, device: torch.device, images: torch.Tensor) -> dict[str, tuple[Callable[[], object], int]]:
@@ -83,6 +109,8 @@ def contenders(args, device: torch.device, images: torch.Tensor) -> dict[str, tu
     for p in low:
         net = InceptionFeatures(precision=p).to(device)
         out[f"fast-{p}"] = (lambda net=net: net(x), b)
+    for name, net in openvino_paths(args, x[:1]).items():
+        out[name] = (lambda net=net: net(x), b)
     out["resize-only"] = (lambda: inception_input(x), b)
     return out
 
@@ -134,9 +162,10 @@ def quality(args, device: torch.device) -> dict[str, dict[str, float]]:
         paths["fast-bf16"] = InceptionFeatures(precision="bf16")
     if device.type == "cuda":
         paths["fast-fp16"] = InceptionFeatures(precision="fp16")
+    paths.update(openvino_paths(args, torch.as_tensor(test[:1])))
     out = {}
     for name, net in paths.items():
-        net = net.to(device)
+        net = net.to(device) if isinstance(net, torch.nn.Module) else net
         t0 = time.perf_counter()
         out[name] = fid_kid(extract(net, test, args.batch_size), extract(net, other, args.batch_size))
         out[name]["seconds"] = time.perf_counter() - t0
@@ -150,11 +179,12 @@ def quality(args, device: torch.device) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--batch-size", type=int, default=50, help="images per call (ddpm eval's)")
-    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[16], help="other batch sizes of the fast path")
+    ap.add_argument("--batch-size", type=int, default=INCEPTION_BATCH, help="images per call (ddpm eval's)")
+    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[50], help="other batch sizes of the fast path")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--bf16", action="store_true", help="add bf16 autocast on a CPU (emulated without AVX512-BF16/AMX)")
+    ap.add_argument("--openvino", action="store_true", help="add the fast network run by OpenVINO (CPU; pip install openvino)")
     ap.add_argument("--fid-n", type=int, default=1000, help="images per side of the FID/KID comparison (0: skip it)")
     ap.add_argument("--checkpoint", default="", help="a run whose samples are the FID/KID comparison's other side")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -39,7 +39,8 @@ from ddpm.runtime.progress import SamplingBar, bar
 
 UNBIASED_FID_SAMPLES = 10_000  # FID's upward bias at N samples shrinks roughly like 1/N; below this, say so
 MAX_SAMPLES = 1_000_000  # 20x the literature's 50k; the generated images are held in memory (12 GB at 3x64x64)
-INCEPTION_BATCH = 50  # images per Inception call (bench/eval_throughput.py: 16 and 50 run at the same rate)
+INCEPTION_BATCH = 16  # images per Inception call: on a Zen 4 CPU 15.4-16.2 images/s at 16 against 13.9 at 50
+# (bench/eval_throughput.py --batch-sizes 8 16 25 32, docs/benchmarks.md); on an AVX2 CPU they ran at the same rate
 
 
 def default_num_samples(device: torch.device) -> int:
