@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.config import RunConfig
 from ddpm.diffusion.forward import diffusion_loss, loss_weights, q_sample, sample_timesteps
 from ddpm.diffusion.schedule import NoiseSchedule
 
@@ -107,6 +108,32 @@ def test_min_snr_weights(gamma: float) -> None:
     assert low.any() and (~low).any()  # both regimes are exercised
     assert (w.numpy()[low] == 1.0).all()
     assert (w.numpy()[~low] < 1.0).all()
+
+
+def test_trunc_min_snr_weights() -> None:
+    """w_x0 = clip(SNR, 1, gamma) on the x0 error, i.e. clip(SNR, 1, gamma) / (SNR + 1) on the v error: 1 / (SNR + 1)
+    where SNR < 1 (min-SNR's SNR / (SNR + 1) is smaller there), min-SNR's weight in between, gamma / (SNR + 1) above."""
+    T, gamma = 1000, 5.0
+    sched = NoiseSchedule.create("linear", T)
+    abar = _linear_alpha_bar(T)
+    snr = abar / (1 - abar)
+    t = torch.arange(T)
+    w = loss_weights(sched, t, "trunc-min-snr", gamma=gamma, prediction="v").numpy()
+    np.testing.assert_allclose(w, np.clip(snr, 1.0, gamma) / (snr + 1), rtol=1e-6)
+    high_noise, mid, low_noise = snr < 1, (snr >= 1) & (snr <= gamma), snr > gamma
+    assert high_noise.any() and mid.any() and low_noise.any()  # all three regimes are exercised
+    min_snr = loss_weights(sched, t, "min-snr", gamma=gamma, prediction="v").numpy()
+    assert (w[high_noise] > min_snr[high_noise]).all()
+    np.testing.assert_array_equal(w[~high_noise], min_snr[~high_noise])
+
+
+def test_trunc_min_snr_needs_v() -> None:
+    sched = NoiseSchedule.create("cosine", 100)
+    with pytest.raises(ValueError, match="needs prediction v"):
+        loss_weights(sched, torch.tensor([0, 99]), "trunc-min-snr", prediction="eps")
+    with pytest.raises(ValueError, match="needs prediction v"):
+        RunConfig.from_dict({"diffusion": {"loss_weighting": "trunc-min-snr", "prediction": "eps"}})
+    RunConfig.from_dict({"diffusion": {"loss_weighting": "trunc-min-snr", "prediction": "v"}}).validate()
 
 
 def test_none_weights_are_ones() -> None:

@@ -79,6 +79,25 @@ def test_min_snr_v_loss_equals_min_snr_eps_loss_of_the_same_prediction(name: str
     torch.testing.assert_close(per_sample.double(), v_err, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("weighting", ["min-snr", "trunc-min-snr"])
+def test_v_weights_are_their_x0_weights(weighting: str) -> None:
+    """The weighted v loss equals the stated weight on the x0 error, x0_hat = sqrt(ab) x_t - sqrt(1 - ab) v_hat:
+    min(SNR, 5) for min-snr, clip(SNR, 1, 5) for trunc-min-snr (forward.loss_weights' doc)."""
+    sched = NoiseSchedule.create("cosine", 1000)
+    x0, noise = _batch(2)
+    t = torch.tensor([0, 3, 40, 200, 600, 800, 950, 998])
+    v_hat = torch.randn(x0.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    xt = q_sample(sched, x0, t, noise)
+    a = sched.alpha_bar.double()[t].view(-1, 1, 1, 1)
+    x0_hat = a.sqrt() * xt - (1 - a).sqrt() * v_hat
+    snr = (a / (1 - a)).flatten()
+    w_x0 = snr.clamp(max=5.0) if weighting == "min-snr" else snr.clamp(1.0, 5.0)
+    v_err = (v_target(sched, x0, t, noise) - v_hat).pow(2).flatten(1).mean(1)
+    x0_err = (x0 - x0_hat).pow(2).flatten(1).mean(1)
+    wv = loss_weights(sched, t, weighting, prediction="v").double()
+    torch.testing.assert_close(wv * v_err, w_x0 * x0_err, rtol=1e-5, atol=0)
+
+
 def test_oracle_v_model_has_zero_loss() -> None:
     sched = NoiseSchedule.create("cosine", 1000)
     x0, noise = _batch(3)

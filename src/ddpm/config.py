@@ -19,7 +19,7 @@ CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
-LOSS_WEIGHTINGS = ("none", "min-snr")
+LOSS_WEIGHTINGS = ("none", "min-snr", "trunc-min-snr")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CROPS = ("center", "random")
@@ -186,6 +186,14 @@ class DiffusionConfig:
     min_snr_gamma: float = spec(5.0, _real(0, open_lo=True))
     cond_drop_prob: float = spec(0.1, _real(0, 1))  # classifier-free guidance: P(condition -> null) in training
 
+    def validate(self) -> None:
+        """The rule between fields (each field's own check is its spec's)."""
+        if self.loss_weighting == "trunc-min-snr" and self.prediction != "v":
+            raise ValueError(TRUNC_NEEDS_V)
+
+
+TRUNC_NEEDS_V = "loss weighting trunc-min-snr needs prediction v (on eps its weight has no bound at high noise)"
+
 
 @dataclass
 class TrainConfig:
@@ -313,6 +321,7 @@ class RunConfig:
             sections[name] = _build(kind, name, {**legacy.get(name, {}), **values})
         config = cls(**sections, format_version=version)
         config.model.validate()
+        config.diffusion.validate()
         return config
 
     @classmethod
@@ -320,10 +329,12 @@ class RunConfig:
         return cls.from_dict(json_value(Path(path).read_text()))
 
     def validate(self) -> None:
-        """Every field's check, then the model's shape rule; a ValueError (one line) for the first failure."""
+        """Every field's check, then the model's shape rule and the diffusion's; a ValueError (one line) for the first
+        failure."""
         for section in SECTIONS:
             check_section(getattr(self, section))
         self.model.validate()
+        self.diffusion.validate()
 
     def save(self, path: str | Path) -> None:
         """Write config.json atomically (common.files): a crash never leaves a partial file."""

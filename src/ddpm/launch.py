@@ -50,6 +50,7 @@ def train_run(config: RunConfig, out_dir: str | Path, device: str | torch.device
     out = check_output(Path(out_dir), "--out", folder=True, force=True)  # what may be in it: _choose_snapshot
     try:
         config.model.validate()
+        config.diffusion.validate()
     except ValueError as e:
         raise UserError(str(e)) from None
     world, device = init(torch.device(device))

@@ -98,7 +98,8 @@ TRAIN_FLAGS: list[Flag] = [
     _f("--timesteps", "diffusion.num_steps", f"number of diffusion steps T (default: {_D.num_steps})", whole),
     _f("--prediction", "diffusion.prediction", "what the network predicts: eps (the noise) or v (sqrt(ab) eps - "
        f"sqrt(1-ab) x0) (default: {_D.prediction})", choices=PREDICTIONS),
-    _f("--loss-weighting", "diffusion.loss_weighting", f"weight on the loss per step (default: {_D.loss_weighting})",
+    _f("--loss-weighting", "diffusion.loss_weighting", "weight on the loss per step; trunc-min-snr (v only) trades "
+       f"shape for layout, docs/text.md (default: {_D.loss_weighting})",
        choices=LOSS_WEIGHTINGS),
     _f("--min-snr-gamma", "diffusion.min_snr_gamma", f"gamma of min-SNR weighting (default: {_D.min_snr_gamma})", number),
     _f("--cond-drop", "diffusion.cond_drop_prob", "probability of dropping the class or caption, for guidance "

@@ -19,7 +19,7 @@ import torch
 from ddpm.diffusion.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-from ddpm.config import PREDICTIONS  # what the network outputs: eps | v
+from ddpm.config import PREDICTIONS, TRUNC_NEEDS_V  # PREDICTIONS: what the network outputs, eps | v
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -75,16 +75,26 @@ def sample_timesteps(batch: int, num_steps: int, generator: torch.Generator | No
 
 def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma: float = 5.0,
                  prediction: str = "eps") -> torch.Tensor:
-    """Per-sample weight on the MSE of the network's target. `none`: 1 (DDPM's L_simple). `min-snr` (Hang et al.
-    2023): min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) / (SNR_t + 1) for v; since
-    ||v - v_hat||^2 = (1 + 1/SNR_t) ||eps - eps_hat||^2, both put the same weight on the eps error, down-weighting
-    the easy low-noise steps. Returns (B,) float32."""
+    """Per-sample weight on the MSE of the network's target, (B,) float32. Written as the weight w_x0 each puts on
+    the x0 error: ||eps - eps_hat||^2 = SNR_t ||x0 - x0_hat||^2 and ||v - v_hat||^2 = (SNR_t + 1) ||x0 - x0_hat||^2,
+    so a target's weight is w_x0 / SNR_t (eps) or w_x0 / (SNR_t + 1) (v).
+        none           1 on the target: w_x0 = SNR_t (eps, DDPM's L_simple) or SNR_t + 1 (v)
+        min-snr        w_x0 = min(SNR_t, gamma) (Hang et al. 2023): the easy low-noise steps capped
+        trunc-min-snr  w_x0 = clip(SNR_t, 1, gamma): also at least 1 where SNR_t < 1 (Salimans & Ho 2022's
+                       truncation), so the high-noise steps, where layout is decided, weigh as much as a step at
+                       SNR 1 instead of nearly nothing. v only: on eps it would be 1 / SNR_t there, without bound."""
     if weighting == "none":
         return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+    snr = schedule.snr.to(t.device)[t]
     if weighting == "min-snr":
-        snr = schedule.snr.to(t.device)[t]
-        return (torch.clamp(snr, max=gamma) / (snr if prediction == "eps" else snr + 1)).float()
-    raise ValueError(f"unknown loss weighting {weighting!r}; choose none or min-snr")
+        w_x0 = torch.clamp(snr, max=gamma)
+    elif weighting == "trunc-min-snr":
+        if prediction != "v":
+            raise ValueError(TRUNC_NEEDS_V)
+        w_x0 = torch.clamp(snr, min=1.0, max=max(gamma, 1.0))
+    else:
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of none, min-snr, trunc-min-snr")
+    return (w_x0 / (snr if prediction == "eps" else snr + 1)).float()
 
 
 def diffusion_loss(
