@@ -20,9 +20,9 @@ MIRROR = {"left": "right", "right": "left"}
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    """Trained once for this module (~20-50 s on this CPU), in a cache folder of its own."""
-    return scene_probe.load_probe(tmp_path_factory.mktemp("cache"))
+def probe():
+    """Trained once for this module (~20-50 s on this CPU), not the packaged one: the training is what is tested."""
+    return scene_probe.train_probe()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,23 @@ def test_region_colour_votes_by_chroma():
     assert region_colour(dark_red, "centre") == "red"
 
 
-def test_probe_is_cached_by_generator_version(tmp_path, probe):
+def test_packaged_probe_is_of_these_versions_and_reads_the_renders(probe):
+    # The shipped file must be renamed (retrained: python -m ddpm.evaluation.scene_probe) when either version moves;
+    # until then load_probe would train one on every first use.
+    path = scene_probe.packaged_probe_path()
+    assert path.is_file(), f"{path.name} is missing: run python -m ddpm.evaluation.scene_probe"
+    tensors, meta = scene_probe.read_safetensors(path)
+    assert (meta["generator_version"], meta["probe_version"]) == (str(st.GENERATOR_VERSION), str(scene_probe.PROBE_VERSION))
+    packaged = scene_probe.load_probe(None)
+    scenes = list(eval_scenes(150, 150).scenes)
+    images, truth = st.render(scenes), scene_probe.place_targets(scenes)
+    read = scene_probe.read_places(packaged, images)
+    assert (read == truth).all(1).float().mean() >= 0.99  # every place of a scene right
+    assert (read == scene_probe.read_places(probe, images)).float().mean() >= 0.99  # as a freshly trained probe
+
+
+def test_probe_is_cached_by_generator_version(tmp_path, probe, monkeypatch):
+    monkeypatch.setattr(scene_probe, "PACKAGED", tmp_path / "none")  # no packaged probe: the cache is read
     path = scene_probe.probe_path(tmp_path)
     assert f"g{st.GENERATOR_VERSION}-p{scene_probe.PROBE_VERSION}" in path.name
     path.parent.mkdir(parents=True)

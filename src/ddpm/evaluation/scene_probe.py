@@ -7,9 +7,12 @@ colour has a channel >= 230 and every background pixel is <= 70, so a shape look
 held-out pair (a green triangle) is as easy for it as a seen one. Colour is measured from the pixels instead.
 Output: (B, 5 places, 5 classes) logits, class 0 = empty, 1 + i = SHAPES[i].
 
-Trained once on renders of the `probe` split (all 24 colour-shape pairs, its own seed), blurred, dimmed and noised
-at random (`degrade`) so that soft or noisy samples read as the renders do, and cached as one safetensors file in the
-cache dir (common.files), keyed by the generator's version and this file's PROBE_VERSION: a change to either retrains.
+Trained on renders of the `probe` split (all 24 colour-shape pairs, its own seed), blurred, dimmed and noised at
+random (`degrade`) so that soft or noisy samples read as the renders do. One safetensors file (117 KB), named by the
+generator's version and this file's PROBE_VERSION, ships in the package (probes/), so that the first text demo does
+not spend a minute training it; `python -m ddpm.evaluation.scene_probe` writes it anew (after a change to either
+version, which a test asks for). Without a packaged file of these versions it is trained on first use and cached in
+the cache dir (common.files).
 """
 
 from __future__ import annotations
@@ -129,25 +132,44 @@ def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return 2 * u - 1 + noise
 
 
+PACKAGED = Path(__file__).parent / "probes"  # the shipped probe's folder
+
+
 def probe_path(cache_dir: Path | None = None) -> Path:
-    """Where the probe of this generator version and this probe version is cached."""
+    """Where the probe of this generator version and this probe version is cached (cache_dir: the packaged one's
+    folder is PACKAGED)."""
     name = f"shapes-text-probe-g{GENERATOR_VERSION}-p{PROBE_VERSION}.safetensors"
     return (cache_dir or default_cache_dir()) / "probes" / name
 
 
+def packaged_probe_path() -> Path:
+    return PACKAGED / probe_path(PACKAGED).name
+
+
 def load_probe(cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> SceneProbe:
-    """The cached probe, or a newly trained one (then cached; an unwritable cache only costs the training)."""
+    """The packaged probe, else the cached one, else a newly trained one (then cached; an unwritable cache only
+    costs the training)."""
     path = probe_path(cache_dir)
-    if path.is_file():
-        try:
-            return build_with_weights(SceneProbe, read_safetensors(path)[0]).eval()
-        except (UnreadableFile, ValueError):  # a damaged cache file is retrained
-            pass
+    for candidate in (packaged_probe_path(), path):
+        if candidate.is_file():
+            try:
+                return build_with_weights(SceneProbe, read_safetensors(candidate)[0]).eval()
+            except (UnreadableFile, ValueError):  # a damaged file is skipped, at worst retrained
+                pass
     model = train_probe(progress=progress)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_safetensors(path, model.state_dict(), metadata={"generator_version": str(GENERATOR_VERSION),
-                                                              "probe_version": str(PROBE_VERSION)})
+        save_probe(model, path)
     except OSError:
         pass
     return model
+
+
+def save_probe(model: SceneProbe, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path, model.state_dict(), metadata={"generator_version": str(GENERATOR_VERSION),
+                                                          "probe_version": str(PROBE_VERSION)})
+
+
+if __name__ == "__main__":  # python -m ddpm.evaluation.scene_probe: train and write the packaged probe
+    save_probe(train_probe(progress=print), packaged_probe_path())
+    print(f"wrote {packaged_probe_path()}")
