@@ -98,6 +98,7 @@ def test_read_config_file_returns_a_table_or_one_value_error(content, suffix):
 @SLOW
 @given(table=config_tables())
 @example(table={"model": {"\n": 1}})  # found in CI: an unknown key's line break made the error two lines
+@example(table={"\n": 1})  # found by make test: an unknown section's line break, the same
 def test_resolve_config_gives_a_config_or_a_user_error(table):
     """resolve.py over any flags table; the data source stays the built-in set (a fuzzed path could be a real
     folder: "/" would be scanned)."""

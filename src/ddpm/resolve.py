@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from ddpm.common.errors import UserError
-from ddpm.config import DataConfig, RunConfig, check_value, read_config_file
+from ddpm.common.ostext import as_text
+from ddpm.config import SECTIONS, DataConfig, RunConfig, check_value, read_config_file
 from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.data.probe import probe_shape
 from ddpm.presets import PRESETS, preset_fields
@@ -112,10 +113,9 @@ def check_table(table: dict[str, Any], where: str, names: dict[str, str]) -> Non
             continue
         if section == "format_version":
             continue
-        if not isinstance(keys, dict):
-            raise UserError(f"{where}{section} must be a table of keys"
-                            + ("" if section in ("model", "diffusion", "train", "data") else
-                               "; the sections are model, diffusion, train, data (and preset)"))
+        if not isinstance(keys, dict):  # as_text: a section named with a line break stays one line
+            raise UserError(f"{where}{as_text(str(section))} must be a table of keys"
+                            + ("" if section in SECTIONS else f"; the sections are {', '.join(SECTIONS)} (and preset)"))
         for name, value in keys.items():
             error = check_value(section, name, value)
             if error:
