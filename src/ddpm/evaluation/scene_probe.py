@@ -135,15 +135,19 @@ def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 PACKAGED = Path(__file__).parent / "probes"  # the shipped probe's folder
 
 
+def probe_name() -> str:
+    """The file name of the probe of this generator version and this probe version."""
+    return f"shapes-text-probe-g{GENERATOR_VERSION}-p{PROBE_VERSION}.safetensors"
+
+
 def probe_path(cache_dir: Path | None = None) -> Path:
-    """Where the probe of this generator version and this probe version is cached (cache_dir: the packaged one's
-    folder is PACKAGED)."""
-    name = f"shapes-text-probe-g{GENERATOR_VERSION}-p{PROBE_VERSION}.safetensors"
-    return (cache_dir or default_cache_dir()) / "probes" / name
+    """Where that probe is cached."""
+    return (cache_dir or default_cache_dir()) / "probes" / probe_name()
 
 
 def packaged_probe_path() -> Path:
-    return PACKAGED / probe_path(PACKAGED).name
+    """Where that probe ships in the package."""
+    return PACKAGED / probe_name()
 
 
 def load_probe(cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> SceneProbe:
