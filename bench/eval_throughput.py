@@ -77,8 +77,10 @@ class OpenVinoFeatures:
 
 
 def openvino_paths(args, example: torch.Tensor) -> dict[str, OpenVinoFeatures]:
-    return {f"openvino-{p}": OpenVinoFeatures(p, example) for p in ["f32", *(["bf16"] if args.bf16 else [])]} \
-        if args.openvino else {}
+    """--openvino: f32, and bf16 with --bf16."""
+    if not args.openvino:
+        return {}
+    return {f"openvino-{p}": OpenVinoFeatures(p, example) for p in ["f32", *(["bf16"] if args.bf16 else [])]}
 
 
 def contenders(args, device: torch.device, images: torch.Tensor) -> dict[str, tuple[Callable[[], object], int]]:

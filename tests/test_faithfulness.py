@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from ddpm.data import shapes_text as st
 from ddpm.data.shapes_text import ObjectSpec, Scene
@@ -104,14 +105,17 @@ def test_region_colour_votes_by_chroma():
     assert region_colour(dark_red, "centre") == "red"
 
 
-def test_packaged_probe_is_of_these_versions_and_reads_the_renders(probe):
+def test_packaged_probe_is_of_these_versions_and_reads_the_renders(probe, tmp_path, monkeypatch):
     # The shipped file must be renamed (retrained: python -m ddpm.evaluation.scene_probe) when either version moves;
     # until then load_probe would train one on every first use.
     path = scene_probe.packaged_probe_path()
     assert path.is_file(), f"{path.name} is missing: run python -m ddpm.evaluation.scene_probe"
     tensors, meta = scene_probe.read_safetensors(path)
     assert (meta["generator_version"], meta["probe_version"]) == (str(st.GENERATOR_VERSION), str(scene_probe.PROBE_VERSION))
-    packaged = scene_probe.load_probe(None)
+    packaged = scene_probe.build_with_weights(scene_probe.SceneProbe, tensors).eval()
+    monkeypatch.setattr(scene_probe, "train_probe", lambda **_: pytest.fail("trained with a packaged probe there"))
+    loaded = scene_probe.load_probe(tmp_path)  # an empty cache: the packaged file is what load_probe gives
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), packaged.state_dict().values()))
     scenes = list(eval_scenes(150, 150).scenes)
     images, truth = st.render(scenes), scene_probe.place_targets(scenes)
     read = scene_probe.read_places(packaged, images)

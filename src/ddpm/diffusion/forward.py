@@ -82,7 +82,8 @@ def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma
         min-snr        w_x0 = min(SNR_t, gamma) (Hang et al. 2023): the easy low-noise steps capped
         trunc-min-snr  w_x0 = clip(SNR_t, 1, gamma): also at least 1 where SNR_t < 1 (Salimans & Ho 2022's
                        truncation), so the high-noise steps, where layout is decided, weigh as much as a step at
-                       SNR 1 instead of nearly nothing. v only: on eps it would be 1 / SNR_t there, without bound."""
+                       SNR 1 instead of nearly nothing (a gamma below 1 acts as 1). v only: on eps it would be
+                       1 / SNR_t there, without bound."""
     if weighting == "none":
         return torch.ones(t.shape, dtype=torch.float32, device=t.device)
     snr = schedule.snr.to(t.device)[t]
