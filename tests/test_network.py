@@ -107,14 +107,15 @@ def test_checkpointing_round_trips_through_the_config_and_old_configs_load():
     assert RunConfig.from_dict(old).model.checkpointing is False
 
 
-def assert_bf16_attention_matches_fused(attend, q, k, v, g) -> None:
+def assert_bf16_attention_matches_fused(attend, q, k, v, g, keep=None) -> None:
     """attend on bf16 leaves that require grad (the training path) against torch's fused kernel in fp32: values
-    and the gradients of q, k, v to bf16 precision."""
+    and the gradients of q, k, v to bf16 precision; with `keep` (B, M), the fused kernel gets it as its mask."""
     leaves = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
-    out = attend(*leaves)
+    out = attend(*leaves, keep)
     out.backward(g.to(torch.bfloat16))
     ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves)
+    mask = None if keep is None else keep[:, None, None, :]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves, attn_mask=mask)
     ref.backward(g)
     torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
     for a, b in zip(leaves, ref_leaves):
@@ -127,7 +128,8 @@ def record_softmax_attention(monkeypatch) -> list[int]:
 
     calls: list[int] = []
     inner = network.softmax_attention
-    monkeypatch.setattr(network, "softmax_attention", lambda q, k, v: calls.append(q.shape[0]) or inner(q, k, v))
+    monkeypatch.setattr(network, "softmax_attention",
+                        lambda q, k, v, keep=None: calls.append(q.shape[0]) or inner(q, k, v, keep))
     return calls
 
 
@@ -140,6 +142,28 @@ def test_cpu_training_attention_matches_the_fused_kernel(monkeypatch):
     torch.manual_seed(0)
     assert_bf16_attention_matches_fused(attend, *(torch.randn(2, 4, 49, 16) for _ in range(4)))
     assert calls == [2]
+
+
+@pytest.mark.parametrize("chunk_elements, chunks", [(5 * 4 * 64 * 9, [5]), (2 * 4 * 64 * 9, [2, 2, 1])])
+def test_cpu_training_cross_attention_with_padding_matches_the_masked_fused_kernel(monkeypatch, chunk_elements,
+                                                                                    chunks):
+    """Cross-attention trains through the explicit path too, padding keys masked out (-inf before the softmax), in
+    one piece or in chunks that take their own rows of the mask; values and gradients must match the fused kernel
+    with the same boolean mask, and the masked keys' values must get no gradient."""
+    import ddpm.network.attention as network
+
+    calls = record_softmax_attention(monkeypatch)
+    monkeypatch.setattr(network, "CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(2)
+    q, g = torch.randn(5, 4, 64, 16), torch.randn(5, 4, 64, 16)  # 8x8 positions
+    k, v = torch.randn(5, 4, 9, 16), torch.randn(5, 4, 9, 16)  # a null token and up to 8 caption tokens
+    keep = torch.arange(9)[None, :] < torch.tensor([1, 3, 9, 5, 2])[:, None]  # (5, 9): 1, 3, 9, 5, 2 tokens kept
+    assert_bf16_attention_matches_fused(network.attend, q, k, v, g, keep)
+    assert calls == chunks
+    vb = v.to(torch.bfloat16).requires_grad_()
+    network.attend(q.to(torch.bfloat16).requires_grad_(), k.to(torch.bfloat16), vb, keep).sum().backward()
+    assert vb.grad[~keep[:, None, :, None].expand_as(vb)].abs().max() == 0  # padding is never read
+    assert vb.grad[keep[:, None, :, None].expand_as(vb)].abs().min() > 0
 
 
 @pytest.mark.parametrize("chunk_elements, chunks", [(2 * 4 * 49 * 49, [2, 2, 1]), (1, [1, 1, 1, 1, 1])])
