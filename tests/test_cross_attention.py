@@ -14,12 +14,13 @@ from ddpm.network.unet import UNet
 L = 12  # text_tokens of the small models here
 
 
-def _model(text_tokens: int = L, seed: int = 0, live: bool = True) -> UNet:
+def _model(text_tokens: int = L, seed: int = 0, live: bool = True, positions: bool = True) -> UNet:
     """A small text UNet; `live`: the zero-initialised output projections given random weights, so that every path
     (cross-attention included) reaches the output."""
     torch.manual_seed(seed)
     m = UNet(ModelConfig(image_size=16, channels=3, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-                         attention_resolutions=(8,), num_heads=2, cond="text", text_tokens=text_tokens))
+                         attention_resolutions=(8,), num_heads=2, cond="text", text_tokens=text_tokens,
+                         cross_positions=positions))
     if live:
         for p in m.parameters():
             if p.dim() > 1 and not p.any():
@@ -37,17 +38,47 @@ def _condition(lengths: list[int], text_tokens: int = L, seed: int = 1) -> torch
     return c
 
 
-def test_cross_attention_matches_attention_over_the_kept_tokens_only():
+def _code(channels: int, h: int, w: int) -> torch.Tensor:
+    """position_code written out place by place: channel 4-block (sin f y, cos f y, sin f x, cos f x) per frequency
+    group, y and x spaced evenly over [-1, 1], f_j = pi/2 * 8^(j / (n - 1))."""
+    n = channels // 4
+    out = torch.zeros(channels, h, w)
+    for i in range(h):
+        for j in range(w):
+            y, x = -1 + 2 * i / (h - 1), -1 + 2 * j / (w - 1)
+            for k in range(n):
+                f = math.pi / 2 * 8 ** (k / max(n - 1, 1))
+                out[k, i, j], out[n + k, i, j] = math.sin(f * y), math.cos(f * y)
+                out[2 * n + k, i, j], out[3 * n + k, i, j] = math.sin(f * x), math.cos(f * x)
+    return out
+
+
+@pytest.mark.parametrize("channels, h, w", [(16, 5, 5), (18, 3, 7), (64, 8, 8)])
+def test_position_code_is_the_closed_form_and_tells_every_place_apart(channels, h, w):
+    from ddpm.network.layers import position_code
+
+    code = position_code(channels, h, w)
+    torch.testing.assert_close(code, _code(channels, h, w), atol=1e-5, rtol=0)
+    assert code[channels // 4 * 4 :].abs().max() == 0 if channels % 4 else True  # the remainder is zero
+    assert code[0, 0].eq(-1).all() and code[0, -1].eq(1).all()  # sin(pi/2 y): -1 on the top row, +1 at the bottom
+    places = code.reshape(channels, -1).T  # (HW, C)
+    gaps = torch.cdist(places, places) + torch.eye(h * w) * 1e9
+    assert gaps.min() > 0.5  # no two places share a code
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_cross_attention_matches_attention_over_the_kept_tokens_only(positions):
     """An independent computation: for each image, softmax over exactly its kept tokens (the others sliced away, not
-    masked), heads split by hand."""
+    masked), heads split by hand; with positions, the queries read GN(x) + the written-out position code."""
     torch.manual_seed(0)
-    block = CrossAttention(16, 24, num_heads=4)
+    block = CrossAttention(16, 24, num_heads=4, positions=positions)
     torch.nn.init.normal_(block.proj.weight, std=0.1)
     x, context = torch.randn(3, 16, 5, 5), torch.randn(3, 7, 24)
     keep = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0], [1] * 7], dtype=torch.bool)
     out = block(x, context, keep)
     for b in range(3):
-        q = block.q(block.norm(x[b : b + 1]))[0].reshape(16, 25).T  # (HW, C)
+        normed = block.norm(x[b : b + 1]) + (_code(16, 5, 5) if positions else 0)
+        q = block.q(normed)[0].reshape(16, 25).T  # (HW, C)
         kv = block.kv(context[b][keep[b]])  # (M_b, 2C)
         k, v = kv[:, :16], kv[:, 16:]
         heads = []
@@ -179,3 +210,38 @@ def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder,
     with pytest.warns(UserWarning):
         cached = build_caption_bank(data, tmp_path, text_tokens=L)
     assert torch.equal(cached.condition([0, 1, 2]), typed)
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_position_code_lets_the_same_features_read_different_words_at_different_places(positions):
+    """A map whose every place has the same features: without the code every place attends alike (same output
+    everywhere); with it the top and the bottom rows take different mixtures of the caption's tokens."""
+    torch.manual_seed(3)
+    block = CrossAttention(16, 24, num_heads=4, positions=positions)
+    torch.nn.init.normal_(block.proj.weight, std=0.1)
+    x = torch.randn(2, 16, 1, 1).expand(2, 16, 6, 6).contiguous()  # (B, C, 6, 6), constant over places
+    context, keep = torch.randn(2, 5, 24), torch.ones(2, 5, dtype=torch.bool)
+    delta = block(x, context, keep) - x  # what the attention added
+    spread = (delta - delta[:, :, :1, :1]).abs().amax()
+    assert (spread > 1e-2) if positions else (spread < 1e-5)
+
+
+def test_a_format_3_text_checkpoint_loads_and_draws_as_it_was_trained(tmp_path):
+    """A text model saved before format 4 (no cross_positions key) is rebuilt without the code: its weights load
+    and it computes exactly what it did; built with the code, the same weights would compute something else."""
+    import json
+
+    from ddpm.config import RunConfig
+
+    legacy = _model(positions=False)
+    d = RunConfig(model=legacy.config).to_dict()
+    d["format_version"] = 3
+    del d["model"]["cross_positions"]
+    loaded = UNet(RunConfig.from_dict(json.loads(json.dumps(d))).model).eval()
+    loaded.load_state_dict(legacy.state_dict())
+    x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), _condition([3, 7])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, c), legacy(x, t, c), atol=0, rtol=0)
+        coded = UNet(ModelConfig(**{**legacy.config.__dict__, "cross_positions": True})).eval()
+        coded.load_state_dict(legacy.state_dict())  # the code has no weights: the same state dict fits
+        assert (coded(x, t, c) - legacy(x, t, c)).abs().max() > 1e-3

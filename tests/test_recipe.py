@@ -205,7 +205,7 @@ def test_a_format_1_config_without_the_changed_keys_means_the_old_defaults():
     c = RunConfig.from_dict(d)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("linear", "eps", "none")
     assert (c.train.lr, c.train.warmup(), c.train.lr_schedule, c.train.ema_decay) == (2e-4, 100, "constant", 0.999)
-    assert RunConfig().format_version == FORMAT_VERSION == 3
+    assert RunConfig().format_version == FORMAT_VERSION == 4
     d2 = RunConfig().to_dict()
     del d2["diffusion"]["schedule"]
     assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # today's format without the key: today's default
@@ -220,6 +220,17 @@ def test_a_text_model_from_before_format_3_reads_the_sentence_embedding_only(ver
     del d["model"]["text_tokens"]
     assert RunConfig.from_dict(d).model.text_tokens == 0
     assert RunConfig().model.text_tokens > 0
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_text_model_from_before_format_4_has_no_position_code_on_its_queries(version):
+    """Formats 1-3 had no cross_positions: their cross-attention queries carried no position code, and a checkpoint
+    of theirs must be rebuilt so (the code has no weights, so a wrong default would load silently and draw worse)."""
+    d = RunConfig().to_dict()
+    d["format_version"] = version
+    del d["model"]["cross_positions"]
+    assert RunConfig.from_dict(d).model.cross_positions is False
+    assert RunConfig().model.cross_positions is True
 
 
 def test_continuing_a_run_takes_its_own_settings_not_todays_defaults(tmp_path):
@@ -281,7 +292,7 @@ def test_a_folder_trained_with_only_data_out_and_steps_gets_its_shape_and_the_re
     c = RunConfig.load(out / "config.json")
     assert (c.model.channels, c.model.image_size, c.model.base_channels) == (channels, 16, 64)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("cosine", "v", "min-snr")
-    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 3
+    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 4
     from ddpm.api import load_run
 
     run = load_run(out)

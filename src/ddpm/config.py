@@ -13,8 +13,9 @@ from ddpm.common.files import write_text_atomic
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import INT64_MAX, finite, json_value
 
-FORMAT_VERSION = 3  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
-# 3: text models attend to the caption's token states (model.text_tokens)
+FORMAT_VERSION = 4  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
+# 3: text models attend to the caption's token states (model.text_tokens); 4: their cross-attention queries carry
+# their place in the picture (model.cross_positions)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 SCHEDULES = ("linear", "cosine")
@@ -41,11 +42,12 @@ MAX_TEXT_TOKENS = 256  # the text encoder reads at most 256 tokens (text/encoder
 # What an older config.json meant by a key it does not hold: the defaults of its format. Format 1 (before the recipe
 # became the default): every writer wrote all its keys, so its entries matter only for files written by hand, and
 # format-1 files hold ema_decay (a fixed decay). Formats 1 and 2 had no text_tokens: their text models read the
-# sentence embedding only.
+# sentence embedding only. Formats 1-3 had no cross_positions: their queries had no position code.
 LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none"},
                        "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999},
-                       "model": {"text_tokens": 0}},
-                   2: {"model": {"text_tokens": 0}}}
+                       "model": {"text_tokens": 0, "cross_positions": False}},
+                   2: {"model": {"text_tokens": 0, "cross_positions": False}},
+                   3: {"model": {"cross_positions": False}}}
 
 
 # ---- one check per field: (value) -> None, or what was expected. Used for config files, flags and the API alike.
@@ -164,6 +166,8 @@ class ModelConfig:
     text_dim: int = spec(384, _whole(1, MAX_CHANNELS))  # width of the frozen text encoder's embeddings (all-MiniLM-L6-v2)
     # cond "text": cross-attention over the caption's first text_tokens token states (0: the sentence embedding only)
     text_tokens: int = spec(32, _whole(0, MAX_TEXT_TOKENS))
+    # with text_tokens: the cross-attention queries get a fixed 2D position code (network/layers.position_code)
+    cross_positions: bool = spec(True, _flag)
 
     def validate(self) -> None:
         check_section(self)

@@ -92,6 +92,8 @@ TRAIN_FLAGS: list[Flag] = [
        f"all-MiniLM-L6-v2; none: unconditional (default: {_M.cond})", choices=CONDITIONINGS),
     _f("--text-tokens", "model.text_tokens", "text models: cross-attention over the caption's first N tokens "
        f"(0: the pooled sentence embedding only) (default: {_M.text_tokens})", whole),
+    _f("--no-cross-positions", "model.cross_positions", "text models: no position code on the cross-attention "
+       "queries (as in configs before format 4; docs/text.md)", const=False),
     _f("--grad-checkpointing", "model.checkpointing", "recompute activations in backward: less memory, about 1/3 "
        "more compute", const=True),
     _f("--schedule", "diffusion.schedule", f"noise schedule (default: {_D.schedule})", choices=SCHEDULES),

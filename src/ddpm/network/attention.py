@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm.network.layers import group_norm, zero_init
+from ddpm.network.layers import group_norm, position_code, zero_init
 
 
 class Attention(nn.Module):
@@ -83,13 +83,16 @@ class CrossAttention(nn.Module):
         x + proj(softmax(q k^T / sqrt(d) over the kept tokens) v),  q = W_q GN(x),  (k, v) = W_kv context
     x (B, C, H, W); context (B, M, D_text) (already layer-normed by the UNet); keep (B, M) bool, False on padding
     (at least one True per row: the UNet always adds its learned null token). proj starts at zero, so a new
-    block is the identity."""
+    block is the identity. With `positions`, q = W_q (GN(x) + P), P = layers.position_code (C, H, W): each query
+    knows where in the picture it is, so "on the left" and "a red circle above a blue square" can reach the right
+    places by attention (without it a place has only what zero padding leaves in its features)."""
 
-    def __init__(self, channels: int, context_dim: int, num_heads: int) -> None:
+    def __init__(self, channels: int, context_dim: int, num_heads: int, positions: bool = False) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"{channels} channels do not split into {num_heads} heads")
         self.num_heads = num_heads
+        self.positions = positions
         self.norm = group_norm(channels)
         self.q = nn.Conv2d(channels, channels, 1)
         self.kv = nn.Linear(context_dim, 2 * channels)
@@ -98,7 +101,10 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         d = c // self.num_heads
-        q = self.q(self.norm(x)).reshape(b, self.num_heads, d, h * w).transpose(-1, -2)  # (B, heads, HW, d)
+        normed = self.norm(x)  # (B, C, H, W)
+        if self.positions:
+            normed = normed + position_code(c, h, w, x.device).to(normed.dtype)  # the same (C, H, W) for every image
+        q = self.q(normed).reshape(b, self.num_heads, d, h * w).transpose(-1, -2)  # (B, heads, HW, d)
         k, v = self.kv(context).reshape(b, -1, 2, self.num_heads, d).permute(2, 0, 3, 1, 4).to(q.dtype)  # (B, heads, M, d)
         out = attend(q, k, v, keep)  # (B, heads, HW, d)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))

@@ -19,6 +19,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, dim % 2))
 
 
+def position_code(channels: int, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """A fixed 2D sinusoidal code of every place of an h x w map: (channels, h, w), channels // 4 frequencies each
+    for sin(f y), cos(f y), sin(f x), cos(f x) (any remainder of channels zero), y and x running over [-1, 1] from
+    the first row (column) to the last. f_j = (pi / 2) 8^(j / (n - 1)), j = 0..n-1: the lowest is a quarter wave
+    across the map (sin(f y) alone tells top from bottom), the highest two waves (8 px apart places differ).
+    Coordinates in [-1, 1] rather than in pixels: the same place of the picture has the same code at any size."""
+    n = channels // 4
+    freqs = (math.pi / 2) * 8.0 ** (torch.arange(n, dtype=torch.float32, device=device) / max(n - 1, 1))  # (n,)
+    ys = torch.linspace(-1, 1, h, device=device)[:, None] * freqs  # (h, n)
+    xs = torch.linspace(-1, 1, w, device=device)[:, None] * freqs  # (w, n)
+    rows = torch.cat([ys.sin(), ys.cos()], 1).T[:, :, None].expand(2 * n, h, w)
+    cols = torch.cat([xs.sin(), xs.cos()], 1).T[:, None, :].expand(2 * n, h, w)
+    return F.pad(torch.cat([rows, cols]), (0, 0, 0, 0, 0, channels - 4 * n))
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     groups = math.gcd(32, channels)
     return nn.GroupNorm(groups, channels)

@@ -16,7 +16,9 @@ Conditioning: emb = MLP(sinusoid(t)) + cond_embedding(c) (UNet.condition), fed t
                   replaced by a learned null embedding. With tokens, every block that has self-attention (and the
                   middle) is followed by cross-attention from its positions to context = LayerNorm([null token;
                   token states]) (B, 1 + text_tokens, text_dim), padding masked out; the learned null token is
-                  always there, so a null caption attends to it alone and no softmax row is empty;
+                  always there, so a null caption attends to it alone and no softmax row is empty; with
+                  cross_positions each query also carries a fixed code of its place (x, y) in the picture, so a
+                  word like "left" or the first object of "X above Y" can be sent where it belongs;
     cond "none":  c is ignored (an unconditional model).
 The null condition is what classifier-free guidance drops to (guidance.py). Why tokens: the sentence embedding is a
 mean over words, and "a red circle above a blue square" and "a blue circle above a red square" have cosine 0.99
@@ -44,12 +46,12 @@ class Level(nn.Module):
     to the caption's tokens."""
 
     def __init__(self, chans: list[tuple[int, int]], emb_dim: int, dropout: float, attn: bool, heads: int,
-                 text_dim: int = 0) -> None:
+                 text_dim: int = 0, positions: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(i, o, emb_dim, dropout) for i, o in chans)
         self.attns = nn.ModuleList(Attention(o, heads) if attn else nn.Identity() for _, o in chans)
-        self.crosses = nn.ModuleList(CrossAttention(o, text_dim, heads) if attn and text_dim else nn.Identity()
-                                     for _, o in chans)
+        self.crosses = nn.ModuleList(CrossAttention(o, text_dim, heads, positions) if attn and text_dim
+                                     else nn.Identity() for _, o in chans)
 
 
 class UNet(nn.Module):
@@ -93,7 +95,7 @@ class UNet(nn.Module):
                 cur = w
                 skips.append(cur)
             self.down.append(Level(chans, emb_dim, config.dropout, res in config.attention_resolutions, config.num_heads,
-                                   cross_dim))
+                                   cross_dim, config.cross_positions))
             if i < n_levels - 1:
                 self.downsample.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
                 skips.append(cur)
@@ -101,7 +103,8 @@ class UNet(nn.Module):
 
         self.mid1 = ResBlock(cur, cur, emb_dim, config.dropout)
         self.mid_attn = Attention(cur, config.num_heads)
-        self.mid_cross = CrossAttention(cur, cross_dim, config.num_heads) if tokens else nn.Identity()
+        self.mid_cross = (CrossAttention(cur, cross_dim, config.num_heads, config.cross_positions) if tokens
+                          else nn.Identity())
         self.mid2 = ResBlock(cur, cur, emb_dim, config.dropout)
 
         self.up = nn.ModuleList()
@@ -112,7 +115,7 @@ class UNet(nn.Module):
                 chans.append((cur + skips.pop(), w))
                 cur = w
             self.up.append(Level(chans, emb_dim, config.dropout, res in config.attention_resolutions, config.num_heads,
-                                 cross_dim))
+                                 cross_dim, config.cross_positions))
             if i > 0:
                 self.upsample.append(nn.Conv2d(cur, cur, 3, padding=1))
                 res *= 2
