@@ -343,6 +343,29 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     assert cached.shape == (4, 384) and len(offsets) == 5 and tokens.shape == (int(offsets[-1]), 384)
 
 
+def test_prompts_are_matched_to_a_text_runs_captions_without_embedding_them_again(tmp_path, monkeypatch):
+    """Training leaves the captions' embeddings (with their token states) in the cache; comparing prompts with them
+    later (`ddpm sample`, serve, the text demo's grid) reads that file instead of running the encoder over every
+    caption again (7,297 captions, ~20 s, for shapes-text). A list of another length under the same file is not
+    taken for it."""
+    import ddpm.text.encoder as minilm
+    import ddpm.text.prompts as prompts_module
+    from ddpm.text.bank import embed_texts
+    from ddpm.text.prompts import Matcher
+
+    captions = ["a red square", "something red", "a blue square", "something blue", "a green circle"]
+    monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path))
+    emb, _, _ = embed_texts(captions, with_tokens=True)  # what training writes
+    monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
+    monkeypatch.setattr(prompts_module, "_ANCHOR_CACHE", {})
+    torch.testing.assert_close(embed_texts(captions)[0], emb, atol=0, rtol=0)
+    matcher = Matcher.for_captions(captions)
+    torch.testing.assert_close(matcher.embeddings, emb, atol=0, rtol=0)
+    assert [m.name for m in matcher.match(captions, emb)] == captions  # each caption is its own nearest
+    with pytest.raises(AssertionError, match="encoder called"):
+        embed_texts(captions[:4])  # another list: not in the cache, so the encoder is needed
+
+
 @pytest.mark.parametrize("text", ["²", "٣", "9" * 5000, "1.5", "- 1"])
 def test_only_ascii_digits_read_as_a_class_index(text):
     """Unicode digits ("²".isdigit() is true, int() fails) and huge digit strings are names, not indices: an unknown

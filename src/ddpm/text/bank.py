@@ -72,11 +72,16 @@ def embed_texts(texts: list[str], cache_dir: Path | None = None, with_tokens: bo
     from ddpm.text.encoder import ENCODER_ID, load_encoder
 
     key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:32]
-    name = f"{ENCODER_ID}-{key}" + ("-tokens" if with_tokens else "")
-    path = (cache_dir or default_cache_dir()) / "text" / f"{name}.safetensors"
-    if path.is_file():
+    folder = (cache_dir or default_cache_dir()) / "text"
+    path = folder / (f"{ENCODER_ID}-{key}" + ("-tokens" if with_tokens else "") + ".safetensors")
+    # the embeddings alone are also in the tokens file of the same list (a text run's captions, embedded while
+    # training, when `ddpm sample` compares prompts with them): read it rather than run the encoder again
+    readable = [path] if with_tokens else [path, folder / f"{ENCODER_ID}-{key}-tokens.safetensors"]
+    for found in (p for p in readable if p.is_file()):
         try:
-            t = read_safetensors(path)[0]
+            t = read_safetensors(found)[0]
+            if len(t["embeddings"]) != len(texts):
+                continue
             if not with_tokens:
                 return t["embeddings"], None, None
             if len(t["offsets"]) == len(texts) + 1 and int(t["offsets"][-1]) == len(t["tokens"]):
