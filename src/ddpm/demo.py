@@ -77,10 +77,10 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
 
 # ---- `ddpm demo --text`: a text-conditioned model on the generated shapes ------------------------------------------
 
-TEXT_STEPS = 900  # the text demo's training steps (the tiny preset's batch of 64): what fits ten minutes end to end
-# on the reference 2-core Zen 4 CPU in native bf16 (7 min 46 s - 8 min 18 s training, 9 min 18 s in all from an empty
-# cache; colour 87 / 75% and shape 61 / 54% on seen / held-out pairs at dpm++2m 20, guidance 3; 800 steps gave
-# 77 / 75% and 42 / 32%, 1,000 took 10 min 40 s: docs/text.md). About 15 minutes of training on an AVX2 CPU.
+TEXT_STEPS = 1000  # the text demo's training steps (the tiny preset's batch of 64): what fits ten minutes end to end
+# on the reference 2-core Zen 4 CPU in native bf16 (about 8 min of training at 2.1 steps/s, since cross-attention
+# trains through the explicit path; docs/text.md has the measured end-to-end time and the faithfulness table).
+# About 15 minutes of training on an AVX2 CPU.
 TEXT_PER_PROMPT = 6
 TEXT_PROMPTS = (  # typed prompts for the grid; the last four name colour-shape pairs never drawn in training
     "a red circle on the left", "a large blue square", "a yellow triangle at the top", "a small white cross",
