@@ -44,14 +44,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor
     faster there than torch's fused CPU kernel over two runs of bench/attention.py; autograd keeps its bf16 weights
     (2 bytes per element) where the fused kernel keeps only a log-sum-exp per row. Otherwise (sampling, fp32, more
     tokens, CUDA) the fused kernel. Cross-attention (its padding in `keep`) takes the same path: with the fused
-    kernel's masked backward (its four calls ~18 ms each), a step of the text demo took 1.27x as long (559 ms against
-    440 ms, medians of 20 steps, batch 64, 2 threads)."""
+    kernel's masked backward (its four calls ~18 ms each), a step of the text demo took 1.19x as long (1.16-1.30x:
+    594 against 493 ms, three paired timings of the median of 20 steps, batch 64, 2 threads)."""
     explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= EXPLICIT_MAX_TOKENS
                 and torch.is_grad_enabled() and q.requires_grad)
     if not explicit:
         mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, M), broadcast over heads and queries
+        # contiguous: the fused CPU kernel wants it
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), attn_mask=mask)
-    return explicit_attention(q, k, v, keep)  # contiguous above: the fused CPU kernel wants it
+    return explicit_attention(q, k, v, keep)
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None
