@@ -63,7 +63,7 @@ def eval_scenes(seen: int = 100, held_out: int = 100) -> EvalScenes:
     return EvalScenes(split_scenes("test-seen")[:seen], split_scenes("test-held-out")[:held_out])
 
 
-def _region(position: str | None) -> tuple[slice, slice]:
+def region(position: str | None) -> tuple[slice, slice]:
     """(rows, columns) of the pixels whose colour speaks for an object at `position` (None: the whole image)."""
     half, full = SIZE // 2, slice(0, SIZE)
     return {"left": (full, slice(0, half)), "right": (full, slice(half, SIZE)), "top": (slice(0, half), full),
@@ -74,7 +74,7 @@ def _region(position: str | None) -> tuple[slice, slice]:
 def region_colour(image: np.ndarray, position: str | None) -> str | None:
     """The palette colour voted by the bright pixels of `image` (3, 32, 32) uint8 in `position`'s region (None: the
     whole image); None when no pixel there is bright."""
-    rows, cols = _region(position)
+    rows, cols = region(position)
     px = image[:, rows, cols].reshape(3, -1).T.astype(np.float32)  # (P, 3)
     px = px[px.max(1) >= BRIGHT]
     if not len(px):
