@@ -14,13 +14,13 @@ from ddpm.network.unet import UNet
 L = 12  # text_tokens of the small models here
 
 
-def _model(text_tokens: int = L, seed: int = 0, live: bool = True, positions: bool = True) -> UNet:
+def _model(text_tokens: int = L, seed: int = 0, live: bool = True, positions: bool = True, film: bool = False) -> UNet:
     """A small text UNet; `live`: the zero-initialised output projections given random weights, so that every path
-    (cross-attention included) reaches the output."""
+    (cross-attention included) reaches the output; `film`: the sentence embedding's FiLM path too (formats 3-4)."""
     torch.manual_seed(seed)
     m = UNet(ModelConfig(image_size=16, channels=3, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                          attention_resolutions=(8,), num_heads=2, cond="text", text_tokens=text_tokens,
-                         cross_positions=positions))
+                         cross_positions=positions, sentence_film=film))
     if live:
         for p in m.parameters():
             if p.dim() > 1 and not p.any():
@@ -102,18 +102,36 @@ def test_padding_rows_do_not_change_the_output():
         torch.testing.assert_close(long(x, t, padded), short(x, t, c), atol=1e-5, rtol=1e-5)
 
 
-def test_the_tokens_reach_the_output_and_a_new_model_is_the_sentence_model():
-    """Changing one real token changes eps; at initialisation (zero output projections) the cross-attention blocks
-    are the identity, so a new token model computes exactly what the sentence-embedding model with the same
-    weights computes."""
+def test_without_sentence_film_the_caption_reaches_the_model_through_its_tokens_alone():
+    """The default since format 5: no FiLM weights for the sentence embedding, and row 0 of the condition (the
+    sentence embedding) changes nothing, while one token row does; the null caption still differs from a caption."""
     m = _model()
+    assert not hasattr(m, "text_mlp") and not hasattr(m, "null_text")
+    c = _condition([5, 9])
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([100, 900])
+    sentence, token = c.clone(), c.clone()
+    sentence[:, 0] = torch.nn.functional.normalize(torch.randn(2, 384), dim=-1)
+    token[:, 2] = torch.randn(2, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, t, sentence), m(x, t, c), atol=0, rtol=0)
+        assert (m(x, t, token) - m(x, t, c)).abs().amax() > 1e-3
+        assert (m(x, t, torch.zeros_like(c)) - m(x, t, c)).abs().amax() > 1e-3
+        with pytest.raises(ValueError, match="token states"):  # a sentence alone would be silently ignored
+            m(x, t, c[:, 0])
+
+
+def test_the_tokens_reach_the_output_and_a_new_film_model_is_the_sentence_model():
+    """With sentence_film (formats 3-4): changing one real token changes eps; at initialisation (zero output
+    projections) the cross-attention blocks are the identity, so a new token model computes exactly what the
+    sentence-embedding model with the same weights computes."""
+    m = _model(film=True)
     c = _condition([5, 5])
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([100, 100])
     other = c.clone()
     other[:, 3] = torch.randn(2, 384)  # (a constant shift would vanish in the context LayerNorm)
     with torch.no_grad():
         assert (m(x, t, other) - m(x, t, c)).abs().amax() > 1e-3
-    fresh, sentence = _model(live=False), _model(0, live=False)
+    fresh, sentence = _model(live=False, film=True), _model(0, live=False)
     missing = sentence.load_state_dict(fresh.state_dict(), strict=False)
     assert not missing.missing_keys and all("cross" in k or k in ("context_norm.weight", "context_norm.bias", "null_token")
                                             for k in missing.unexpected_keys)
@@ -227,16 +245,17 @@ def test_position_code_lets_the_same_features_read_different_words_at_different_
 
 
 def test_a_format_3_text_checkpoint_loads_and_draws_as_it_was_trained():
-    """A text model saved before format 4 (no cross_positions key) is rebuilt without the code: its weights load
-    and it computes exactly what it did; built with the code, the same weights would compute something else."""
+    """A text model saved before format 4 (no cross_positions or sentence_film key) is rebuilt without the code and
+    with its sentence FiLM: its weights load and it computes exactly what it did; built with the code, the same
+    weights would compute something else."""
     import json
 
     from ddpm.config import RunConfig
 
-    legacy = _model(positions=False)
+    legacy = _model(positions=False, film=True)
     d = RunConfig(model=legacy.config).to_dict()
     d["format_version"] = 3
-    del d["model"]["cross_positions"]
+    del d["model"]["cross_positions"], d["model"]["sentence_film"]
     loaded = UNet(RunConfig.from_dict(json.loads(json.dumps(d))).model).eval()
     loaded.load_state_dict(legacy.state_dict())
     x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), _condition([3, 7])

@@ -127,6 +127,29 @@ def test_trunc_min_snr_weights() -> None:
     np.testing.assert_array_equal(w[~high_noise], min_snr[~high_noise])
 
 
+@pytest.mark.parametrize("floor", [0.05, 0.3])
+def test_min_snr_floor_weights(floor: float) -> None:
+    """min-snr with a floor: w_x0 = clip(SNR, floor, gamma), so clip(SNR, floor, gamma) / (SNR + 1) on the v error:
+    floor / (SNR + 1) where SNR < floor (plain min-SNR gives SNR / (SNR + 1) there, ~0 at the last steps), min-SNR's
+    weight elsewhere; trunc-min-snr is the same with the floor raised to 1."""
+    T, gamma = 1000, 5.0
+    sched = NoiseSchedule.create("linear", T)
+    snr = _linear_alpha_bar(T) / (1 - _linear_alpha_bar(T))
+    t = torch.arange(T)
+    w = loss_weights(sched, t, "min-snr", gamma=gamma, prediction="v", floor=floor).numpy()
+    np.testing.assert_allclose(w, np.clip(snr, floor, gamma) / (snr + 1), rtol=1e-6)
+    below = snr < floor
+    assert below.any() and (~below).any()
+    plain = loss_weights(sched, t, "min-snr", gamma=gamma, prediction="v").numpy()
+    assert (w[below] > plain[below]).all() and w[-1] > 0.9 * floor > 1e3 * plain[-1]
+    np.testing.assert_array_equal(w[~below], plain[~below])
+    trunc = loss_weights(sched, t, "trunc-min-snr", gamma=gamma, prediction="v").numpy()
+    np.testing.assert_array_equal(loss_weights(sched, t, "trunc-min-snr", gamma=gamma, prediction="v", floor=floor)
+                                  .numpy(), trunc)  # a floor under trunc's 1 changes nothing
+    with pytest.raises(ValueError, match="needs prediction v"):
+        loss_weights(sched, t, "min-snr", prediction="eps", floor=floor)
+
+
 def test_trunc_min_snr_needs_v() -> None:
     sched = NoiseSchedule.create("cosine", 100)
     with pytest.raises(ValueError, match="needs prediction v"):

@@ -205,7 +205,7 @@ def test_a_format_1_config_without_the_changed_keys_means_the_old_defaults():
     c = RunConfig.from_dict(d)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("linear", "eps", "none")
     assert (c.train.lr, c.train.warmup(), c.train.lr_schedule, c.train.ema_decay) == (2e-4, 100, "constant", 0.999)
-    assert RunConfig().format_version == FORMAT_VERSION == 4
+    assert RunConfig().format_version == FORMAT_VERSION == 5
     d2 = RunConfig().to_dict()
     del d2["diffusion"]["schedule"]
     assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # today's format without the key: today's default
@@ -248,6 +248,46 @@ def test_continuing_a_run_takes_its_own_settings_not_todays_defaults(tmp_path):
     assert (c.diffusion.schedule, c.diffusion.prediction, c.train.steps) == ("linear", "eps", 5)
     assert resume_base(run, "never") is None
 
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_a_text_model_from_before_format_5_feeds_its_sentence_by_film_and_trained_without_a_floor(version):
+    d = RunConfig().to_dict()
+    d["format_version"] = version
+    del d["model"]["sentence_film"], d["diffusion"]["min_snr_floor"]
+    c = RunConfig.from_dict(d)
+    assert c.model.sentence_film is True and c.diffusion.min_snr_floor == 0
+    assert RunConfig().model.sentence_film is False
+
+
+def test_text_models_get_the_min_snr_floor_and_class_models_do_not(tmp_path):
+    """`ddpm train` gives a text model with v-prediction the floor (and says so); a class model, an eps text model
+    and a floor set by hand keep theirs; an older run's config.json (format 4, no floor key) continues without one."""
+    from ddpm.config import TEXT_MIN_SNR_FLOOR
+
+    text = resolve_config({"data": {"source": "builtin:shapes-text"}})
+    assert text.config.diffusion.min_snr_floor == TEXT_MIN_SNR_FLOOR > 0
+    assert any("floor" in note for note in text.notes)
+    assert resolve_config({}).config.diffusion.min_snr_floor == 0  # the built-in class set
+    eps = resolve_config({"data": {"source": "builtin:shapes-text"}, "diffusion": {"prediction": "eps"}})
+    assert eps.config.diffusion.min_snr_floor == 0
+    mine = resolve_config({"data": {"source": "builtin:shapes-text"}, "diffusion": {"min_snr_floor": 0.2}})
+    assert mine.config.diffusion.min_snr_floor == 0.2
+    old = text.config.to_dict()
+    old["format_version"] = 4
+    del old["diffusion"]["min_snr_floor"], old["model"]["sentence_film"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    again = resolve_config({"train": {"steps": 5}}, tmp_path / "config.json").config
+    assert again.diffusion.min_snr_floor == 0 and again.model.sentence_film is True
+
+
+def test_a_floor_on_eps_is_refused_in_one_line(capsys):
+    with pytest.raises(ValueError, match="needs prediction v"):
+        RunConfig.from_dict({"diffusion": {"prediction": "eps", "min_snr_floor": 0.05}})
+    assert main(["train", "--data", "builtin:shapes-text", "--prediction", "eps", "--min-snr-floor", "0.1",
+                 "--steps", "1", "--out", "/nonexistent/never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--min-snr-floor 0" in err[0]
 
 # ---- every command line in the README parses ---------------------------------------------------------------------
 
@@ -292,7 +332,7 @@ def test_a_folder_trained_with_only_data_out_and_steps_gets_its_shape_and_the_re
     c = RunConfig.load(out / "config.json")
     assert (c.model.channels, c.model.image_size, c.model.base_channels) == (channels, 16, 64)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("cosine", "v", "min-snr")
-    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 4
+    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 5
     from ddpm.api import load_run
 
     run = load_run(out)

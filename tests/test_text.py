@@ -186,8 +186,8 @@ def test_old_configs_load_as_class_conditioned():
 
 def test_text_network_uses_the_learned_null_for_zero_rows():
     cfg = ModelConfig(image_size=8, channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(), num_heads=1, cond="text", text_dim=6)
-    net = UNet(cfg)
+                      attention_resolutions=(), num_heads=1, cond="text", text_dim=6, text_tokens=0)
+    net = UNet(cfg)  # the sentence-embedding model (the token model's null: test_cross_attention.py)
     for p in net.parameters():  # zero-initialised layers would hide every effect of the condition
         if not p.detach().any():
             torch.nn.init.normal_(p, std=0.2)

@@ -13,9 +13,10 @@ from ddpm.common.files import write_text_atomic
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import INT64_MAX, finite, json_value
 
-FORMAT_VERSION = 4  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
+FORMAT_VERSION = 5  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
 # 3: text models attend to the caption's token states (model.text_tokens); 4: their cross-attention queries carry
-# their place in the picture (model.cross_positions)
+# their place in the picture (model.cross_positions); 5: with tokens, the sentence embedding no longer conditions by
+# FiLM (model.sentence_film), and text models train with a min-SNR floor (resolve.py; docs/text.md)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 SCHEDULES = ("linear", "cosine")
@@ -42,12 +43,16 @@ MAX_TEXT_TOKENS = 256  # the text encoder reads at most 256 tokens (text/encoder
 # What an older config.json meant by a key it does not hold: the defaults of its format. Format 1 (before the recipe
 # became the default): every writer wrote all its keys, so its entries matter only for files written by hand, and
 # format-1 files hold ema_decay (a fixed decay). Formats 1 and 2 had no text_tokens: their text models read the
-# sentence embedding only. Formats 1-3 had no cross_positions: their queries had no position code.
-LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none"},
+# sentence embedding only. Formats 1-3 had no cross_positions: their queries had no position code. Formats 1-4 had
+# no sentence_film: a text model fed its sentence embedding by FiLM; nor min_snr_floor: none trained with a floor
+# (named here so that `ddpm train --config OLD/config.json`, or resuming an old run, keeps it off).
+LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none", "min_snr_floor": 0.0},
                        "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999},
-                       "model": {"text_tokens": 0, "cross_positions": False}},
-                   2: {"model": {"text_tokens": 0, "cross_positions": False}},
-                   3: {"model": {"cross_positions": False}}}
+                       "model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True}},
+                   2: {"model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True},
+                       "diffusion": {"min_snr_floor": 0.0}},
+                   3: {"model": {"cross_positions": False, "sentence_film": True}, "diffusion": {"min_snr_floor": 0.0}},
+                   4: {"model": {"sentence_film": True}, "diffusion": {"min_snr_floor": 0.0}}}
 
 
 # ---- one check per field: (value) -> None, or what was expected. Used for config files, flags and the API alike.
@@ -140,6 +145,14 @@ def _aliases(v: Any) -> str | None:
     return None if ok else "a table of lists of strings"
 
 
+def with_format_defaults(d: dict[str, Any], version: int) -> dict[str, Any]:
+    """A config table of format `version` with the keys that format left out filled by what it meant by them
+    (LEGACY_DEFAULTS); a section that is not a table is left as it is, for the caller's check."""
+    legacy = LEGACY_DEFAULTS.get(version, {})
+    return {**d, **{name: {**keys, **d.get(name, {})} for name, keys in legacy.items()
+                    if isinstance(d.get(name, {}), dict)}}
+
+
 def spec(default: Any, check: Check, **kw: Any) -> Any:
     """A config field with its one check (dataclasses.field with metadata)."""
     if isinstance(default, (list, dict)):
@@ -168,6 +181,9 @@ class ModelConfig:
     text_tokens: int = spec(32, _whole(0, MAX_TEXT_TOKENS))
     # with text_tokens: the cross-attention queries get a fixed 2D position code (network/layers.position_code)
     cross_positions: bool = spec(True, _flag)
+    # with text_tokens: the sentence embedding also conditions every block by FiLM (formats 3-4). Off since format 5:
+    # it hands the UNet the caption's colours without their places, and two-object scenes drew them swapped
+    sentence_film: bool = spec(False, _flag)
 
     def validate(self) -> None:
         check_section(self)
@@ -188,15 +204,26 @@ class DiffusionConfig:
     loss_weighting: str = spec("min-snr", _choice(*LOSS_WEIGHTINGS))  # min-snr: Hang et al. 2023, gamma below
     prediction: str = spec("v", _choice(*PREDICTIONS))  # what the network predicts (diffusion/forward.py)
     min_snr_gamma: float = spec(5.0, _real(0, open_lo=True))
+    # min-snr: w_x0 = clip(SNR, floor, gamma); a floor > 0 trains the highest-noise steps (v only). 0 here;
+    # `ddpm train` gives text models with v-prediction TEXT_MIN_SNR_FLOOR (resolve.py) since format 5
+    min_snr_floor: float = spec(0.0, _real(0))
     cond_drop_prob: float = spec(0.1, _real(0, 1))  # classifier-free guidance: P(condition -> null) in training
 
     def validate(self) -> None:
         """The rule between fields (each field's own check is its spec's)."""
-        if self.loss_weighting == "trunc-min-snr" and self.prediction != "v":
-            raise ValueError(TRUNC_NEEDS_V)
+        floored = self.loss_weighting == "trunc-min-snr" or (self.loss_weighting == "min-snr" and self.min_snr_floor > 0)
+        if floored and self.prediction != "v":
+            raise ValueError(floor_needs_v(self.loss_weighting))
 
 
-TRUNC_NEEDS_V = "loss weighting trunc-min-snr needs prediction v (on eps its weight has no bound at high noise)"
+TEXT_MIN_SNR_FLOOR = 0.05  # measured on builtin:shapes-text (docs/text.md, "When the colours are placed")
+
+
+def floor_needs_v(weighting: str) -> str:
+    """The one message for a floored loss weighting on eps (config validation and diffusion/forward.py)."""
+    what = "loss weighting trunc-min-snr" if weighting == "trunc-min-snr" else "a min-SNR floor above 0"
+    return (f"{what} needs prediction v (on eps its weight has no bound at high noise); "
+            "use --prediction v" + ("" if weighting == "trunc-min-snr" else " or --min-snr-floor 0"))
 
 
 @dataclass
@@ -316,13 +343,11 @@ class RunConfig:
         unknown = sorted(set(d) - set(SECTIONS) - {"format_version"})
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r}; the sections are {', '.join(SECTIONS)}")
-        legacy = LEGACY_DEFAULTS.get(version, {})
-        sections = {}
-        for name, kind in SECTIONS.items():
-            values = d.get(name, {})
-            if not isinstance(values, dict):
-                raise ValueError(f"{name} must be a table of keys, got {type(values).__name__}")
-            sections[name] = _build(kind, name, {**legacy.get(name, {}), **values})
+        for name in SECTIONS:
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"{name} must be a table of keys, got {type(d[name]).__name__}")
+        filled = with_format_defaults(d, version)
+        sections = {name: _build(kind, name, filled.get(name, {})) for name, kind in SECTIONS.items()}
         config = cls(**sections, format_version=version)
         config.model.validate()
         config.diffusion.validate()

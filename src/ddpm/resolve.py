@@ -5,6 +5,7 @@ Precedence, later wins:
   < the preset (presets.py; `tiny` for the built-in sets, else `base` on a GPU and `small` on a CPU)
   < the data's shape (data/probe.py: colour or grey, image size; text conditioning for the captioned
     builtin:shapes-text), unless the user set it
+  < for a text model with v-prediction and min-SNR: a min-SNR floor (config.TEXT_MIN_SNR_FLOOR), unless set
   < the config file (`--config`, TOML or JSON; a run's config.json is one); a preset it names sits just below it
   < the flags; a preset they name (`--model`) sits just below them, above the file's model keys
 Every value the user gives is checked by its config field's one check (config.check_value); an error names the
@@ -21,7 +22,8 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
-from ddpm.config import SECTIONS, DataConfig, RunConfig, check_value, read_config_file
+from ddpm.config import (FORMAT_VERSION, SECTIONS, TEXT_MIN_SNR_FLOOR, DataConfig, RunConfig, check_value,
+                         read_config_file, with_format_defaults)
 from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.data.probe import probe_shape
 from ddpm.presets import PRESETS, preset_fields
@@ -45,7 +47,11 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
     layers: list[tuple[dict[str, Any], str]] = []
     if config_file is not None:
         try:
-            layers.append((read_config_file(config_file), f"{config_file}: "))
+            table = read_config_file(config_file)
+            version = table.get("format_version", FORMAT_VERSION)
+            if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < FORMAT_VERSION:
+                table = with_format_defaults(table, version)  # an older run's file keeps what it meant
+            layers.append((table, f"{config_file}: "))
         except ValueError as e:
             raise UserError(str(e)) from None
     layers.append((flags or {}, ""))
@@ -82,6 +88,11 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
         if table.get(PRESET_KEY):
             _merge(merged, preset_fields(table[PRESET_KEY], size))
         _merge(merged, {k: v for k, v in table.items() if k not in (PRESET_KEY, "format_version")})
+    text_v = merged["model"]["cond"] == "text" and merged["diffusion"]["prediction"] == "v"
+    if text_v and merged["diffusion"]["loss_weighting"] == "min-snr" and "diffusion.min_snr_floor" not in given:
+        merged["diffusion"]["min_snr_floor"] = TEXT_MIN_SNR_FLOOR  # where a text model places what it draws
+        notes.append(f"loss: min-SNR with a floor of {TEXT_MIN_SNR_FLOOR} at high noise (a text model learns there "
+                     "where the caption puts things; docs/text.md; --min-snr-floor 0 to change)")
     try:
         config = RunConfig.from_dict(merged)
     except ValueError as e:

@@ -20,6 +20,7 @@ from ddpm.config import (
     PRECISIONS,
     PREDICTIONS,
     SCHEDULES,
+    TEXT_MIN_SNR_FLOOR,
     DataConfig,
     DiffusionConfig,
     ModelConfig,
@@ -94,6 +95,8 @@ TRAIN_FLAGS: list[Flag] = [
        f"(0: the pooled sentence embedding only) (default: {_M.text_tokens})", whole),
     _f("--no-cross-positions", "model.cross_positions", "text models: no position code on the cross-attention "
        "queries (as in configs before format 4; docs/text.md)", const=False),
+    _f("--sentence-film", "model.sentence_film", "text models with tokens: also feed the sentence embedding to "
+       "every block by FiLM (as configs before format 5 did; docs/text.md)", const=True),
     _f("--grad-checkpointing", "model.checkpointing", "recompute activations in backward: less memory, about 1/3 "
        "more compute", const=True),
     _f("--schedule", "diffusion.schedule", f"noise schedule (default: {_D.schedule})", choices=SCHEDULES),
@@ -104,6 +107,9 @@ TRAIN_FLAGS: list[Flag] = [
        f"shape for layout, docs/text.md (default: {_D.loss_weighting})",
        choices=LOSS_WEIGHTINGS),
     _f("--min-snr-gamma", "diffusion.min_snr_gamma", f"gamma of min-SNR weighting (default: {_D.min_snr_gamma})", number),
+    _f("--min-snr-floor", "diffusion.min_snr_floor", "least weight of a min-SNR step on the x0 error, so the "
+       f"highest-noise steps train (v only; default: {TEXT_MIN_SNR_FLOOR} for text models, else "
+       f"{_D.min_snr_floor:g})", number),
     _f("--cond-drop", "diffusion.cond_drop_prob", "probability of dropping the class or caption, for guidance "
        f"(default: {_D.cond_drop_prob})", number),
     _f("--steps", "train.steps", "optimiser steps (default: the preset's)", whole),

@@ -19,7 +19,7 @@ import torch
 from ddpm.diffusion.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-from ddpm.config import PREDICTIONS, TRUNC_NEEDS_V  # PREDICTIONS: what the network outputs, eps | v
+from ddpm.config import PREDICTIONS, floor_needs_v  # PREDICTIONS: what the network outputs, eps | v
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -74,27 +74,27 @@ def sample_timesteps(batch: int, num_steps: int, generator: torch.Generator | No
 
 
 def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma: float = 5.0,
-                 prediction: str = "eps") -> torch.Tensor:
+                 prediction: str = "eps", floor: float = 0.0) -> torch.Tensor:
     """Per-sample weight on the MSE of the network's target, (B,) float32. Written as the weight w_x0 each puts on
     the x0 error: ||eps - eps_hat||^2 = SNR_t ||x0 - x0_hat||^2 and ||v - v_hat||^2 = (SNR_t + 1) ||x0 - x0_hat||^2,
     so a target's weight is w_x0 / SNR_t (eps) or w_x0 / (SNR_t + 1) (v).
         none           1 on the target: w_x0 = SNR_t (eps, DDPM's L_simple) or SNR_t + 1 (v)
-        min-snr        w_x0 = min(SNR_t, gamma) (Hang et al. 2023): the easy low-noise steps capped
-        trunc-min-snr  w_x0 = clip(SNR_t, 1, gamma): also at least 1 where SNR_t < 1 (Salimans & Ho 2022's
-                       truncation), so the high-noise steps, where layout is decided, weigh as much as a step at
-                       SNR 1 instead of nearly nothing (a gamma below 1 acts as 1). v only: on eps it would be
-                       1 / SNR_t there, without bound."""
+        min-snr        w_x0 = clip(SNR_t, floor, gamma) (Hang et al. 2023 with floor 0): the easy low-noise steps
+                       capped. Its weight is about SNR_t at high noise (2e-9 at the last step of the cosine
+                       schedule): without a floor the network barely learns what to draw from pure noise, the
+                       x0 a sampler's first steps commit to (where a text model places its colours: docs/text.md)
+        trunc-min-snr  the same with a floor of at least 1 (Salimans & Ho 2022's truncation): the high-noise
+                       steps weigh as much as a step at SNR 1 (a gamma below the floor acts as the floor)
+    A floor needs v: on eps its weight would be floor / SNR_t at high noise, without bound."""
     if weighting == "none":
         return torch.ones(t.shape, dtype=torch.float32, device=t.device)
-    snr = schedule.snr.to(t.device)[t]
-    if weighting == "min-snr":
-        w_x0 = torch.clamp(snr, max=gamma)
-    elif weighting == "trunc-min-snr":
-        if prediction != "v":
-            raise ValueError(TRUNC_NEEDS_V)
-        w_x0 = torch.clamp(snr, min=1.0, max=max(gamma, 1.0))
-    else:
+    if weighting not in ("min-snr", "trunc-min-snr"):
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of none, min-snr, trunc-min-snr")
+    lo = max(floor, 1.0) if weighting == "trunc-min-snr" else floor
+    if lo > 0 and prediction != "v":
+        raise ValueError(floor_needs_v(weighting))
+    snr = schedule.snr.to(t.device)[t]
+    w_x0 = torch.clamp(snr, min=lo, max=max(gamma, lo))
     return (w_x0 / (snr if prediction == "eps" else snr + 1)).float()
 
 
@@ -108,6 +108,7 @@ def diffusion_loss(
     weighting: str = "none",
     gamma: float = 5.0,
     prediction: str = "eps",
+    floor: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """E || eps - eps_theta(x_t, t, c) ||^2 (DDPM eq. 14), or E || v - v_theta ||^2 when the network predicts v.
     Returns (scalar weighted loss, per-sample unweighted MSE (B,))."""
@@ -117,5 +118,5 @@ def diffusion_loss(
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
     target = noise if prediction == "eps" else v_target(schedule, x0.float(), t, noise.float())
     per_sample = (out.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
-    w = loss_weights(schedule, t, weighting, gamma, prediction)
+    w = loss_weights(schedule, t, weighting, gamma, prediction, floor)
     return (w * per_sample).mean(), per_sample.detach()

@@ -9,16 +9,19 @@ Conditioning: emb = MLP(sinusoid(t)) + cond_embedding(c) (UNet.condition), fed t
     cond "class": c (B,) int, cond_embedding = a table; class id `num_classes` is the learned null condition;
     cond "text":  c (B, text_dim) unit sentence embeddings (text_tokens = 0), or (B, 1 + text_tokens, text_dim):
                   row 0 the sentence embedding, rows 1.. the caption's token states, zero rows for padding
-                  (text/condition.py makes it). The sentence embedding e goes through cond_embedding =
-                  Linear-SiLU-Linear of sqrt(text_dim) e (coordinates of unit variance, like the class table's
-                  N(0, 1) rows: with the unit vectors as they are, the condition barely moved the time embedding and
-                  a 300-step run ignored it); the zero vector (never a unit embedding) marks "no caption" and is
-                  replaced by a learned null embedding. With tokens, every block that has self-attention (and the
-                  middle) is followed by cross-attention from its positions to context = LayerNorm([null token;
-                  token states]) (B, 1 + text_tokens, text_dim), padding masked out; the learned null token is
-                  always there, so a null caption attends to it alone and no softmax row is empty; with
-                  cross_positions each query also carries a fixed code of its place (x, y) in the picture, so a
-                  word like "left" or the first object of "X above Y" can be sent where it belongs;
+                  (text/condition.py makes it). Without tokens (or with model.sentence_film, formats 3-4), the
+                  sentence embedding e goes through cond_embedding = Linear-SiLU-Linear of sqrt(text_dim) e
+                  (coordinates of unit variance, like the class table's N(0, 1) rows: with the unit vectors as they
+                  are, the condition barely moved the time embedding and a 300-step run ignored it); the zero
+                  vector (never a unit embedding) marks "no caption" and is replaced by a learned null embedding.
+                  With tokens, every block that has self-attention (and the middle) is followed by cross-attention
+                  from its positions to context = LayerNorm([null token; token states]) (B, 1 + text_tokens,
+                  text_dim), padding masked out; the learned null token is always there, so a null caption attends
+                  to it alone and no softmax row is empty; with cross_positions each query also carries a fixed
+                  code of its place (x, y) in the picture, so a word like "left" or the first object of "X above Y"
+                  can be sent where it belongs. Since format 5 a token model reads the caption through the
+                  cross-attention alone: the sentence embedding's FiLM gave every place all of the caption's
+                  colours, and two-object scenes came out with the colours swapped (docs/text.md);
     cond "none":  c is ignored (an unconditional model).
 The null condition is what classifier-free guidance drops to (guidance.py). Why tokens: the sentence embedding is a
 mean over words, and "a red circle above a blue square" and "a blue circle above a red square" have cosine 0.99
@@ -71,10 +74,11 @@ class UNet(nn.Module):
             self.null_id = config.num_classes
         else:  # text: the zero vector stands for the null caption; none: the condition is ignored
             self.null_id = 0
-        if config.cond == "text":
+        tokens = config.cond == "text" and config.text_tokens > 0
+        self.sentence_film = config.cond == "text" and (not tokens or config.sentence_film)
+        if self.sentence_film:
             self.text_mlp = nn.Sequential(nn.Linear(config.text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             self.null_text = nn.Parameter(torch.randn(config.text_dim) / math.sqrt(config.text_dim))  # learned, ~unit norm
-        tokens = config.cond == "text" and config.text_tokens > 0
         cross_dim = config.text_dim if tokens else 0
         if tokens:
             self.context_norm = nn.LayerNorm(config.text_dim)
@@ -151,11 +155,17 @@ class UNet(nn.Module):
             return self.class_emb(c), None
         if self.config.cond != "text":
             return 0.0, None
-        sentence = c if c.dim() == 2 else c[:, 0]  # (B, text_dim)
-        is_null = (c.reshape(len(c), -1) == 0).all(dim=1, keepdim=True)  # (B, 1)
-        sentence = torch.where(is_null, self.null_text.to(c.dtype), sentence)
-        emb = self.text_mlp(sentence * math.sqrt(self.config.text_dim))  # unit vectors -> ~unit-variance coordinates
+        emb: torch.Tensor | float = 0.0
+        if self.sentence_film:
+            sentence = c if c.dim() == 2 else c[:, 0]  # (B, text_dim)
+            is_null = (c.reshape(len(c), -1) == 0).all(dim=1, keepdim=True)  # (B, 1)
+            sentence = torch.where(is_null, self.null_text.to(c.dtype), sentence)
+            emb = self.text_mlp(sentence * math.sqrt(self.config.text_dim))  # unit vectors -> ~unit-variance coords
         if c.dim() == 2:
+            if not self.sentence_film:  # a token model would draw as if uncaptioned: refuse instead
+                raise ValueError(f"this text model reads the caption's token states: its condition is (B, 1 + "
+                                 f"{self.config.text_tokens}, {self.config.text_dim}) (text/condition.py), got "
+                                 f"{tuple(c.shape)}")
             return emb, None
         states = c[:, 1:]  # (B, L, text_dim), zero rows: padding
         keep = torch.cat([torch.ones_like(states[:, :1, 0], dtype=torch.bool), states.abs().amax(-1) > 0], dim=1)

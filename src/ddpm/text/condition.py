@@ -33,7 +33,8 @@ def pack(pooled: torch.Tensor, tokens: list[torch.Tensor], text_tokens: int) -> 
 
 def text_condition(texts: list[str], text_tokens: int) -> torch.Tensor:
     """Texts -> their conditions, (N, 384) or (N, 1 + text_tokens, 384). A text with more tokens than the model
-    attends to gives a PromptTruncated warning: its sentence embedding still reads all of it."""
+    attends to gives a PromptTruncated warning: its sentence embedding still reads all of it, which only a model
+    with sentence FiLM (formats 3-4, or --sentence-film) sees."""
     from ddpm.text.encoder import PromptTruncated, load_encoder
 
     encoder = load_encoder()
@@ -43,6 +44,6 @@ def text_condition(texts: list[str], text_tokens: int) -> torch.Tensor:
     for text, states in zip(texts, tokens):
         if len(states) > text_tokens:
             warnings.warn(f"{text[:40]!r} has {len(states)} tokens; this model attends to the first {text_tokens} "
-                          f"(the rest reach it only through the sentence embedding)", PromptTruncated, stacklevel=2)
+                          f"(the rest reach it only through the sentence embedding, where it has sentence FiLM)", PromptTruncated, stacklevel=2)
     return pack(pooled, tokens, text_tokens)
 

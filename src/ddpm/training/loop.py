@@ -170,7 +170,7 @@ def _train(config: RunConfig, data: ImageData, out_dir: Path, device: torch.devi
                 with gradient_sync(net, i == len(parts) - 1):  # DDP: gradients averaged over ranks on the last
                     with autocast(device, precision):
                         loss, per_sample = diffusion_loss(net, schedule, x0, cond, t, noise, dc.loss_weighting,
-                                                         dc.min_snr_gamma, dc.prediction)
+                                                         dc.min_snr_gamma, dc.prediction, dc.min_snr_floor)
                     share = loss / accum  # L_i / N: the N micro-batches' gradients add up to the global mean's
                     state.scaler.scale(share).backward()
                 metrics.add(share, per_sample, t, schedule.num_steps)
