@@ -12,8 +12,8 @@ from ddpm.data import shapes_text as st
 from ddpm.data.shapes_text import ObjectSpec, Scene
 from ddpm.evaluation import scene_probe
 from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_prompts, colour_word_accuracy,
-                                          colour_words, eval_scenes, faithfulness, hue_word, prompt_colour,
-                                          region_colour)
+                                          colour_words, eval_scenes, faithfulness, hue_word, pair_outcomes,
+                                          prompt_colour, region_colour)
 
 SWAP_SHAPE = {"circle": "square", "square": "triangle", "triangle": "cross", "cross": "circle"}
 SWAP_COLOUR = {"red": "blue", "blue": "green", "green": "purple", "purple": "yellow", "yellow": "white", "white": "red"}
@@ -54,7 +54,10 @@ def test_real_renders_score_near_100(probe, scenes):
     assert report.counts == {"seen": 150, "held_out": 150}
     for group in (report.seen, report.held_out):
         assert all(group[a] >= 0.98 for a in ATTRIBUTES), group
-    assert len(report.lines()) == 1 + len(ATTRIBUTES) and set(report.to_dict()) == {"seen", "held_out", "chance", "scenes"}
+    assert len(report.lines()) == 2 + len(ATTRIBUTES)
+    assert set(report.to_dict()) == {"seen", "held_out", "chance", "scenes", "pairs"}
+    two = sum(len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour for s in scenes)
+    assert two > 50 and report.pairs == {"right": two, "swapped": 0, "one colour twice": 0, "other": 0}
 
 
 @pytest.mark.parametrize("kind", ["noise", "black", "grey", "white"])
@@ -83,6 +86,29 @@ def test_one_wrong_attribute_moves_its_score_only(probe, scenes):
     assert mirrored.seen["position"] == pytest.approx(1 - sideways, abs=0.02)  # left/right scenes all wrong now
     # a lone object drawn at the wrong place is the position's error only: its colour and shape are judged where it is
     assert mirrored.seen["count"] >= 0.98 and mirrored.seen["shape"] >= 0.98 and mirrored.seen["colour"] >= 0.98
+
+
+def test_pair_outcomes_tell_swapped_and_doubled_colours_from_right_ones(scenes):
+    """Renders of the scenes with the two objects' colours exchanged are all "swapped"; with the second object in
+    the first one's colour, all "one colour twice"; with both in a colour neither names, all "other"."""
+    two = tuple(s for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour)
+
+    def recolour(pick):
+        return [Scene(tuple(dataclasses.replace(o, colour=c) for o, c in zip(s.objects, pick(s))), s.background,
+                      s.texture) for s in two]
+
+    def outside(s):
+        return [next(c for c in st.COLOURS if c not in (s.objects[0].colour, s.objects[1].colour))] * 2
+
+    n = len(two)
+    assert pair_outcomes(st.render(list(two)), two) == {"right": n, "swapped": 0, "one colour twice": 0, "other": 0}
+    swapped = recolour(lambda s: (s.objects[1].colour, s.objects[0].colour))
+    assert pair_outcomes(st.render(swapped), two)["swapped"] == n
+    doubled = recolour(lambda s: (s.objects[0].colour, s.objects[0].colour))
+    assert pair_outcomes(st.render(doubled), two)["one colour twice"] == n
+    assert pair_outcomes(st.render(recolour(outside)), two)["other"] == n
+    lone = tuple(s for s in scenes if len(s.objects) == 1)
+    assert sum(pair_outcomes(st.render(list(lone)), lone).values()) == 0  # one object: not a pair
 
 
 def test_chance_is_the_most_frequent_answer():

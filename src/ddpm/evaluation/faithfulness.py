@@ -17,6 +17,8 @@ split) and `held_out` (only pairs never drawn in training), each prompted with i
     count     per scene: the number of places the probe sees occupied is the number of objects
     position  per scene: the occupied places are exactly the scene's positions
     scene     per scene: every object's colour and shape, and the positions, right
+    pairs     (`pair_outcomes`) of the scenes with two objects of different colours: both colours right, swapped,
+              one colour twice, other; counts over seen and held-out together
 Chance (`chance`): the accuracy of the best answer that ignores the image, for these scenes: the most frequent
 colour, shape, pair, count, layout and whole scene. For the default 100 + 100 scenes (seen / held-out): colour 24% /
 21%, shape 34% / 34%, object 10% / 21%, count 66% / 64%, position 20% / 21%, scene 3% / 5%. Uniform noise and a
@@ -112,6 +114,26 @@ def score_scenes(images: np.ndarray, scenes: tuple[Scene, ...], places: torch.Te
     return {a: float(np.mean(h)) if h else float("nan") for a, h in hits.items()}
 
 
+PAIR_OUTCOMES = ("right", "swapped", "one colour twice", "other")
+
+
+def pair_outcomes(images: np.ndarray, scenes: tuple[Scene, ...]) -> dict[str, int]:
+    """Of the scenes with two objects of different colours, how many of images (N, 3, 32, 32) uint8 show both colours
+    where they belong ("right"), each where the other belongs ("swapped": the binding error), one of the two
+    colours in both places ("one colour twice"), or anything else: how a text model binds colour words."""
+    counts = dict.fromkeys(PAIR_OUTCOMES, 0)
+    for image, scene in zip(images, scenes):
+        if len(scene.objects) != 2 or scene.objects[0].colour == scene.objects[1].colour:
+            continue
+        a, b = scene.objects
+        seen = (region_colour(image, a.position), region_colour(image, b.position))
+        named = (a.colour, b.colour)
+        outcome = ("right" if seen == named else "swapped" if seen == named[::-1]
+                   else "one colour twice" if seen[0] == seen[1] and seen[0] in named else "other")
+        counts[outcome] += 1
+    return counts
+
+
 def chance(scenes: tuple[Scene, ...]) -> dict[str, float]:
     """Per attribute, the accuracy of the most frequent answer in `scenes`, the best guess that ignores the image."""
     objects = [o for s in scenes for o in s.objects]
@@ -133,16 +155,22 @@ class FaithfulnessReport:
     held_out: dict[str, float]
     chance: dict[str, dict[str, float]] = field(default_factory=dict)  # "seen" | "held_out" -> attribute -> level
     counts: dict[str, int] = field(default_factory=dict)  # scenes in each group
+    pairs: dict[str, int] = field(default_factory=dict)  # pair_outcomes over all the scenes
 
     def to_dict(self) -> dict:
-        return {"seen": self.seen, "held_out": self.held_out, "chance": self.chance, "scenes": self.counts}
+        return {"seen": self.seen, "held_out": self.held_out, "chance": self.chance, "scenes": self.counts,
+                "pairs": self.pairs}
 
     def lines(self) -> list[str]:
-        """A table for a terminal: one row per attribute, seen / held-out / their chance levels."""
+        """A table for a terminal: one row per attribute, seen / held-out / their chance levels; then the
+        two-colour pairs."""
         out = [f"{'':<9} {'seen':>6} {'held-out':>9}   chance (seen / held-out)"]
         for a in ATTRIBUTES:
             out.append(f"{a:<9} {self.seen[a]:>6.1%} {self.held_out[a]:>9.1%}   "
                        f"{self.chance['seen'][a]:.1%} / {self.chance['held_out'][a]:.1%}")
+        if self.pairs:
+            out.append(f"two objects of two colours ({sum(self.pairs.values())}): "
+                       + ", ".join(f"{k} {v}" for k, v in self.pairs.items()))
         return out
 
 
@@ -160,7 +188,8 @@ def faithfulness(images: torch.Tensor | np.ndarray, scenes: tuple[Scene, ...] | 
               "held_out": [i for i, s in enumerate(scenes) if s.held_out]}
     scores = {g: score_scenes(x[idx], tuple(scenes[i] for i in idx), places[idx]) for g, idx in groups.items()}
     levels = {g: chance(tuple(scenes[i] for i in idx)) for g, idx in groups.items()}
-    return FaithfulnessReport(scores["seen"], scores["held_out"], levels, {g: len(i) for g, i in groups.items()})
+    return FaithfulnessReport(scores["seen"], scores["held_out"], levels, {g: len(i) for g, i in groups.items()},
+                              pair_outcomes(x, scenes))
 
 
 # Colour words of free prompts (the Twemoji set): hue ranges in degrees, [start, end), red wrapping through 0.
