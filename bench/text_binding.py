@@ -27,7 +27,7 @@ import torch
 
 from ddpm.api import load_run
 from ddpm.data.shapes_text import COLOURS, Scene, caption, render
-from ddpm.evaluation.faithfulness import eval_scenes, region
+from ddpm.evaluation.faithfulness import eval_scenes, region, two_colours
 
 
 def swap_colours(scene: Scene) -> Scene:
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--t", type=int, nargs="+", default=[999, 950, 900, 800, 700, 500, 300])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    scenes = [s for s in eval_scenes().scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour]
+    scenes = [s for s in eval_scenes().scenes if two_colours(s)]
     true = torch.from_numpy(render(scenes)).float() / 127.5 - 1  # (N, 3, 32, 32)
     swapped = torch.from_numpy(render([swap_colours(s) for s in scenes])).float() / 127.5 - 1
     assert placed_right(true, scenes) == 1.0 and placed_right(swapped, scenes) == 0.0  # the reading itself

@@ -211,12 +211,19 @@ class DiffusionConfig:
 
     def validate(self) -> None:
         """The rule between fields (each field's own check is its spec's)."""
-        floored = self.loss_weighting == "trunc-min-snr" or (self.loss_weighting == "min-snr" and self.min_snr_floor > 0)
-        if floored and self.prediction != "v":
+        if x0_weight_floor(self.loss_weighting, self.min_snr_floor) > 0 and self.prediction != "v":
             raise ValueError(floor_needs_v(self.loss_weighting))
 
 
 TEXT_MIN_SNR_FLOOR = 0.05  # measured on builtin:shapes-text (docs/text.md, "When the colours are placed")
+
+
+def x0_weight_floor(weighting: str, floor: float) -> float:
+    """The least weight a loss weighting puts on the x0 error (diffusion/forward.loss_weights): min-snr's floor,
+    at least 1 for trunc-min-snr, 0 for none (whose weight is not a clip of SNR)."""
+    if weighting == "trunc-min-snr":
+        return max(floor, 1.0)
+    return floor if weighting == "min-snr" else 0.0
 
 
 def floor_needs_v(weighting: str) -> str:

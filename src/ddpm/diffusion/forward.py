@@ -19,7 +19,7 @@ import torch
 from ddpm.diffusion.schedule import NoiseSchedule
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-from ddpm.config import PREDICTIONS, floor_needs_v  # PREDICTIONS: what the network outputs, eps | v
+from ddpm.config import PREDICTIONS, floor_needs_v, x0_weight_floor  # PREDICTIONS: what the network outputs, eps | v
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, gamma
         return torch.ones(t.shape, dtype=torch.float32, device=t.device)
     if weighting not in ("min-snr", "trunc-min-snr"):
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of none, min-snr, trunc-min-snr")
-    lo = max(floor, 1.0) if weighting == "trunc-min-snr" else floor
+    lo = x0_weight_floor(weighting, floor)
     if lo > 0 and prediction != "v":
         raise ValueError(floor_needs_v(weighting))
     snr = schedule.snr.to(t.device)[t]

@@ -117,13 +117,18 @@ def score_scenes(images: np.ndarray, scenes: tuple[Scene, ...], places: torch.Te
 PAIR_OUTCOMES = ("right", "swapped", "one colour twice", "other")
 
 
+def two_colours(scene: Scene) -> bool:
+    """A scene of two objects of different colours: one whose colours can be swapped."""
+    return len(scene.objects) == 2 and scene.objects[0].colour != scene.objects[1].colour
+
+
 def pair_outcomes(images: np.ndarray, scenes: tuple[Scene, ...]) -> dict[str, int]:
     """Of the scenes with two objects of different colours, how many of images (N, 3, 32, 32) uint8 show both colours
     where they belong ("right"), each where the other belongs ("swapped": the binding error), one of the two
     colours in both places ("one colour twice"), or anything else: how a text model binds colour words."""
     counts = dict.fromkeys(PAIR_OUTCOMES, 0)
     for image, scene in zip(images, scenes):
-        if len(scene.objects) != 2 or scene.objects[0].colour == scene.objects[1].colour:
+        if not two_colours(scene):
             continue
         a, b = scene.objects
         seen = (region_colour(image, a.position), region_colour(image, b.position))

@@ -155,6 +155,10 @@ class UNet(nn.Module):
             return self.class_emb(c), None
         if self.config.cond != "text":
             return 0.0, None
+        if c.dim() == 2 and not self.sentence_film:  # a token model would draw as if uncaptioned: refuse instead
+            raise ValueError(f"this text model reads the caption's token states: its condition is (B, 1 + "
+                             f"{self.config.text_tokens}, {self.config.text_dim}) (text/condition.py), got "
+                             f"{tuple(c.shape)}")
         emb: torch.Tensor | float = 0.0
         if self.sentence_film:
             sentence = c if c.dim() == 2 else c[:, 0]  # (B, text_dim)
@@ -162,10 +166,6 @@ class UNet(nn.Module):
             sentence = torch.where(is_null, self.null_text.to(c.dtype), sentence)
             emb = self.text_mlp(sentence * math.sqrt(self.config.text_dim))  # unit vectors -> ~unit-variance coords
         if c.dim() == 2:
-            if not self.sentence_film:  # a token model would draw as if uncaptioned: refuse instead
-                raise ValueError(f"this text model reads the caption's token states: its condition is (B, 1 + "
-                                 f"{self.config.text_tokens}, {self.config.text_dim}) (text/condition.py), got "
-                                 f"{tuple(c.shape)}")
             return emb, None
         states = c[:, 1:]  # (B, L, text_dim), zero rows: padding
         keep = torch.cat([torch.ones_like(states[:, :1, 0], dtype=torch.bool), states.abs().amax(-1) > 0], dim=1)

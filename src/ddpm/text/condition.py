@@ -44,6 +44,7 @@ def text_condition(texts: list[str], text_tokens: int) -> torch.Tensor:
     for text, states in zip(texts, tokens):
         if len(states) > text_tokens:
             warnings.warn(f"{text[:40]!r} has {len(states)} tokens; this model attends to the first {text_tokens} "
-                          f"(the rest reach it only through the sentence embedding, where it has sentence FiLM)", PromptTruncated, stacklevel=2)
+                          "(the rest reach it only through the sentence embedding, where it has sentence FiLM)",
+                          PromptTruncated, stacklevel=2)
     return pack(pooled, tokens, text_tokens)
 
