@@ -1,4 +1,5 @@
-"""When does a text model decide which colour goes where? A probe of a trained shapes-text run at fixed noise levels.
+"""When does a text model decide which colour (or shape) goes where? A probe of a trained shapes-text run at fixed
+noise levels.
 
 For the two-object evaluation scenes whose objects differ in colour (evaluation/faithfulness.eval_scenes; 54 of the
 default 200), at each noise level t the network sees x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, with x0 either
@@ -13,7 +14,13 @@ and the caption (its first phrasing, as the evaluation prompts it). x0_hat is re
 regions, on average) cannot decide. At the highest noise x_t holds nothing of x0 and only the caption can place the
 colours; at the lowest it holds everything. Where the two curves cross is where a sampler commits the colours.
 
-    .venv/bin/python bench/text_binding.py RUN [RUN ...] [--guidance 1 3] [--t 999 950 900 800 700 500 300]
+`--swap shapes` asks the same of shapes: the two-object scenes whose objects differ in shape (49 of the 200), the
+render with the two shapes exchanged, and x0_hat read by the scene probe (evaluation/scene_probe.py): right when
+it sees each named shape at its object's place. A single x0_hat at high noise is too blurred for the probe to see
+any shape (both columns near 0 there); the columns say from which t the drawn shapes follow the picture.
+
+    .venv/bin/python bench/text_binding.py RUN [RUN ...] [--swap colours|shapes] [--guidance 1 3]
+        [--t 999 950 900 800 700 500 300]
 Prints a table per run (one row per t) and one JSON line each.
 """
 
@@ -27,13 +34,16 @@ import torch
 
 from ddpm.api import load_run
 from ddpm.data.shapes_text import COLOURS, Scene, caption, render
-from ddpm.evaluation.faithfulness import eval_scenes, region, two_colours
+from ddpm.data.shapes_text import POSITIONS, SHAPES
+from ddpm.evaluation.faithfulness import eval_scenes, region, two_colours, two_shapes
+from ddpm.evaluation.scene_probe import load_probe, read_places
 
 
-def swap_colours(scene: Scene) -> Scene:
+def swap(scene: Scene, attribute: str) -> Scene:
+    """The scene with its two objects' `attribute` ("colour" or "shape") exchanged."""
     a, b = scene.objects
-    return dataclasses.replace(scene, objects=(dataclasses.replace(a, colour=b.colour),
-                                               dataclasses.replace(b, colour=a.colour)))
+    return dataclasses.replace(scene, objects=(dataclasses.replace(a, **{attribute: getattr(b, attribute)}),
+                                               dataclasses.replace(b, **{attribute: getattr(a, attribute)})))
 
 
 def placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
@@ -45,6 +55,13 @@ def placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
         palette = [torch.tensor(COLOURS[o.colour], dtype=torch.float32) / 127.5 - 1 for o in (a, b)]
         right += bool(((means[0] - means[1]) * (palette[0] - palette[1])).sum() > 0)
     return right / len(scenes)
+
+
+def shapes_placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
+    """Share of images x0 (N, 3, H, W) in [-1, 1] where the probe sees each object's shape at its place."""
+    places = read_places(load_probe(), ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()).tolist()
+    return sum(all(seen[POSITIONS.index(o.position)] == 1 + SHAPES.index(o.shape) for o in scene.objects)
+               for seen, scene in zip(places, scenes)) / len(scenes)
 
 
 def x0_prediction(run, x_t: torch.Tensor, t: int, cond: torch.Tensor, guidance: float) -> torch.Tensor:
@@ -65,11 +82,14 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
     ap.add_argument("--t", type=int, nargs="+", default=[999, 950, 900, 800, 700, 500, 300])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--swap", choices=["colours", "shapes"], default="colours")
     args = ap.parse_args()
-    scenes = [s for s in eval_scenes().scenes if two_colours(s)]
+    attribute, keep, read = {"colours": ("colour", two_colours, placed_right),
+                             "shapes": ("shape", two_shapes, shapes_placed_right)}[args.swap]
+    scenes = [s for s in eval_scenes().scenes if keep(s)]
     true = torch.from_numpy(render(scenes)).float() / 127.5 - 1  # (N, 3, 32, 32)
-    swapped = torch.from_numpy(render([swap_colours(s) for s in scenes])).float() / 127.5 - 1
-    assert placed_right(true, scenes) == 1.0 and placed_right(swapped, scenes) == 0.0  # the reading itself
+    swapped = torch.from_numpy(render([swap(s, attribute) for s in scenes])).float() / 127.5 - 1
+    assert read(true, scenes) == 1.0 and read(swapped, scenes) == 0.0  # the reading itself
     for path in args.runs:
         run = load_run(path)
         run.model.eval()
@@ -83,14 +103,14 @@ def main() -> None:
                 for w in args.guidance:
                     for name, x0 in (("image right", true), ("caption wins", swapped)):
                         x_t = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * eps
-                        row[f"{name} w={w:g}"] = placed_right(x0_prediction(run, x_t, t, cond, w), scenes)
+                        row[f"{name} w={w:g}"] = read(x0_prediction(run, x_t, t, cond, w), scenes)
             rows.append(row)
-        print(f"{path}: {len(scenes)} two-object scenes of two colours")
+        print(f"{path}: {len(scenes)} two-object scenes of two {args.swap}")
         keys = [k for k in rows[0] if k not in ("t", "alpha_bar")]
         print(f"{'t':>5} {'alpha_bar':>10} " + " ".join(f"{k:>18}" for k in keys))
         for r in rows:
             print(f"{r['t']:>5} {r['alpha_bar']:>10.4f} " + " ".join(f"{r[k]:>18.2f}" for k in keys))
-        print(json.dumps({"run": str(path), "scenes": len(scenes), "rows": rows}))
+        print(json.dumps({"run": str(path), "swap": args.swap, "scenes": len(scenes), "rows": rows}))
 
 
 if __name__ == "__main__":

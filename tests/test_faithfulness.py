@@ -13,7 +13,8 @@ from ddpm.data.shapes_text import ObjectSpec, Scene
 from ddpm.evaluation import scene_probe
 from ddpm.evaluation.faithfulness import (ATTRIBUTES, HUE_WORDS, chance, colour_prompts, colour_word_accuracy,
                                           colour_words, eval_scenes, faithfulness, hue_word, pair_outcomes,
-                                          prompt_colour, region_colour)
+                                          prompt_colour, region_colour, shape_outcomes)
+from ddpm.evaluation.scene_probe import read_places
 
 SWAP_SHAPE = {"circle": "square", "square": "triangle", "triangle": "cross", "cross": "circle"}
 SWAP_COLOUR = {"red": "blue", "blue": "green", "green": "purple", "purple": "yellow", "yellow": "white", "white": "red"}
@@ -54,10 +55,14 @@ def test_real_renders_score_near_100(probe, scenes):
     assert report.counts == {"seen": 150, "held_out": 150}
     for group in (report.seen, report.held_out):
         assert all(group[a] >= 0.98 for a in ATTRIBUTES), group
-    assert len(report.lines()) == 2 + len(ATTRIBUTES)
-    assert set(report.to_dict()) == {"seen", "held_out", "chance", "scenes", "pairs"}
+    assert len(report.lines()) == 4 + len(ATTRIBUTES)
+    assert set(report.to_dict()) == {"seen", "held_out", "chance", "scenes", "pairs", "shape_pairs", "shape_by_objects"}
     two = sum(len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour for s in scenes)
     assert two > 50 and report.pairs == {"right": two, "swapped": 0, "one colour twice": 0, "other": 0}
+    shapes = sum(len(s.objects) == 2 and s.objects[0].shape != s.objects[1].shape for s in scenes)
+    assert shapes > 50 and report.shape_pairs["right"] >= shapes - 1 and report.shape_pairs["swapped"] == 0
+    assert all(v >= 0.98 for by in report.shape_by_objects.values() for v in by.values())
+    assert {g: set(by) for g, by in report.shape_by_objects.items()} == {"seen": {1, 2}, "held_out": {1, 2}}
 
 
 @pytest.mark.parametrize("kind", ["noise", "black", "grey", "white"])
@@ -109,6 +114,32 @@ def test_pair_outcomes_tell_swapped_and_doubled_colours_from_right_ones(scenes):
     assert pair_outcomes(st.render(recolour(outside)), two)["other"] == n
     lone = tuple(s for s in scenes if len(s.objects) == 1)
     assert sum(pair_outcomes(st.render(list(lone)), lone).values()) == 0  # one object: not a pair
+
+
+def test_shape_outcomes_tell_swapped_and_doubled_shapes_from_right_ones(probe, scenes):
+    """The probe's reading of renders with the two objects' shapes exchanged counts as "swapped", with the first
+    object's shape in both places as "one shape twice"; a shape error in the two-object scenes only shows in the
+    two-object column of the shape by objects."""
+    two = tuple(s for s in scenes if len(s.objects) == 2 and s.objects[0].shape != s.objects[1].shape)
+
+    def reshape(pick):
+        return [Scene(tuple(dataclasses.replace(o, shape=z) for o, z in zip(s.objects, pick(s))), s.background,
+                      s.texture) for s in two]
+
+    def places(drawn):
+        return read_places(probe, st.render(drawn))
+
+    n = len(two)
+    assert shape_outcomes(places(list(two)), two)["right"] >= n - 1
+    exchanged = reshape(lambda s: (s.objects[1].shape, s.objects[0].shape))
+    assert shape_outcomes(places(exchanged), two)["swapped"] >= n - 1
+    doubled = shape_outcomes(places(reshape(lambda s: (s.objects[0].shape,) * 2)), two)
+    assert doubled["one shape twice"] >= n - 1 and doubled["right"] == 0
+    lone = tuple(s for s in scenes if len(s.objects) == 1)
+    assert sum(shape_outcomes(places(list(lone)), lone).values()) == 0
+    report = faithfulness(st.render(list(lone) + exchanged), tuple(lone) + two, probe)
+    for by in report.shape_by_objects.values():
+        assert by[1] >= 0.98 and by[2] <= 0.02
 
 
 def test_chance_is_the_most_frequent_answer():

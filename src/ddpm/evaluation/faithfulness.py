@@ -18,7 +18,9 @@ split) and `held_out` (only pairs never drawn in training), each prompted with i
     position  per scene: the occupied places are exactly the scene's positions
     scene     per scene: every object's colour and shape, and the positions, right
     pairs     (`pair_outcomes`) of the scenes with two objects of different colours: both colours right, swapped,
-              one colour twice, other; counts over seen and held-out together
+              one colour twice, other; counts over seen and held-out together; `shape_outcomes` the same for the
+              scenes with two objects of different shapes, read by the probe at the two places
+Beside them, shape accuracy in the scenes of one object and of two (where a text model's shape misses are).
 Chance (`chance`): the accuracy of the best answer that ignores the image, for these scenes: the most frequent
 colour, shape, pair, count, layout and whole scene. For the default 100 + 100 scenes (seen / held-out): colour 24% /
 21%, shape 34% / 34%, object 10% / 21%, count 66% / 64%, position 20% / 21%, scene 3% / 5%. Uniform noise and a
@@ -115,11 +117,27 @@ def score_scenes(images: np.ndarray, scenes: tuple[Scene, ...], places: torch.Te
 
 
 PAIR_OUTCOMES = ("right", "swapped", "one colour twice", "other")
+SHAPE_OUTCOMES = ("right", "swapped", "one shape twice", "other")
 
 
 def two_colours(scene: Scene) -> bool:
     """A scene of two objects of different colours: one whose colours can be swapped."""
     return len(scene.objects) == 2 and scene.objects[0].colour != scene.objects[1].colour
+
+
+def two_shapes(scene: Scene) -> bool:
+    """A scene of two objects of different shapes: one whose shapes can be swapped."""
+    return len(scene.objects) == 2 and scene.objects[0].shape != scene.objects[1].shape
+
+
+def _outcome(seen: tuple, named: tuple, names: tuple[str, ...]) -> str:
+    """What was drawn at the two objects' places against what the caption named there: names[0] right, [1] swapped,
+    [2] one of the two named values in both places, [3] anything else."""
+    if seen == named:
+        return names[0]
+    if seen == named[::-1]:
+        return names[1]
+    return names[2] if seen[0] == seen[1] and seen[0] in named else names[3]
 
 
 def pair_outcomes(images: np.ndarray, scenes: tuple[Scene, ...]) -> dict[str, int]:
@@ -128,14 +146,21 @@ def pair_outcomes(images: np.ndarray, scenes: tuple[Scene, ...]) -> dict[str, in
     colours in both places ("one colour twice"), or anything else: how a text model binds colour words."""
     counts = dict.fromkeys(PAIR_OUTCOMES, 0)
     for image, scene in zip(images, scenes):
-        if not two_colours(scene):
-            continue
-        a, b = scene.objects
-        seen = (region_colour(image, a.position), region_colour(image, b.position))
-        named = (a.colour, b.colour)
-        outcome = ("right" if seen == named else "swapped" if seen == named[::-1]
-                   else "one colour twice" if seen[0] == seen[1] and seen[0] in named else "other")
-        counts[outcome] += 1
+        if two_colours(scene):
+            a, b = scene.objects
+            seen = (region_colour(image, a.position), region_colour(image, b.position))
+            counts[_outcome(seen, (a.colour, b.colour), PAIR_OUTCOMES)] += 1
+    return counts
+
+
+def shape_outcomes(places: torch.Tensor, scenes: tuple[Scene, ...]) -> dict[str, int]:
+    """`pair_outcomes` for shapes: of the scenes with two objects of different shapes, the probe's reading at the two
+    places (`places` (N, PLACES), read_places) against the shapes the caption put there."""
+    counts = dict.fromkeys(SHAPE_OUTCOMES, 0)
+    for seen_places, scene in zip(places.tolist(), scenes):
+        if two_shapes(scene):
+            seen = tuple(seen_places[POSITIONS.index(o.position)] for o in scene.objects)
+            counts[_outcome(seen, tuple(1 + SHAPES.index(o.shape) for o in scene.objects), SHAPE_OUTCOMES)] += 1
     return counts
 
 
@@ -161,21 +186,28 @@ class FaithfulnessReport:
     chance: dict[str, dict[str, float]] = field(default_factory=dict)  # "seen" | "held_out" -> attribute -> level
     counts: dict[str, int] = field(default_factory=dict)  # scenes in each group
     pairs: dict[str, int] = field(default_factory=dict)  # pair_outcomes over all the scenes
+    shape_pairs: dict[str, int] = field(default_factory=dict)  # shape_outcomes over all the scenes
+    shape_by_objects: dict[str, dict[int, float]] = field(default_factory=dict)  # group -> objects in scene -> shape
 
     def to_dict(self) -> dict:
         return {"seen": self.seen, "held_out": self.held_out, "chance": self.chance, "scenes": self.counts,
-                "pairs": self.pairs}
+                "pairs": self.pairs, "shape_pairs": self.shape_pairs, "shape_by_objects": self.shape_by_objects}
 
     def lines(self) -> list[str]:
-        """A table for a terminal: one row per attribute, seen / held-out / their chance levels; then the
-        two-colour pairs."""
+        """A table for a terminal: one row per attribute, seen / held-out / their chance levels; then shape in
+        scenes of one and of two objects, the two-colour pairs and the two-shape pairs."""
         out = [f"{'':<9} {'seen':>6} {'held-out':>9}   chance (seen / held-out)"]
         for a in ATTRIBUTES:
             out.append(f"{a:<9} {self.seen[a]:>6.1%} {self.held_out[a]:>9.1%}   "
                        f"{self.chance['seen'][a]:.1%} / {self.chance['held_out'][a]:.1%}")
-        if self.pairs:
-            out.append(f"two objects of two colours ({sum(self.pairs.values())}): "
-                       + ", ".join(f"{k} {v}" for k, v in self.pairs.items()))
+        if self.shape_by_objects:
+            out.append("shape by objects in the scene: " + "; ".join(
+                f"{g.replace('_', '-')} " + ", ".join(f"{n}: {v:.1%}" for n, v in by.items())
+                for g, by in self.shape_by_objects.items()))
+        for what, counts in (("colours", self.pairs), ("shapes", self.shape_pairs)):
+            if counts:
+                out.append(f"two objects of two {what} ({sum(counts.values())}): "
+                           + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return out
 
 
@@ -193,8 +225,11 @@ def faithfulness(images: torch.Tensor | np.ndarray, scenes: tuple[Scene, ...] | 
               "held_out": [i for i, s in enumerate(scenes) if s.held_out]}
     scores = {g: score_scenes(x[idx], tuple(scenes[i] for i in idx), places[idx]) for g, idx in groups.items()}
     levels = {g: chance(tuple(scenes[i] for i in idx)) for g, idx in groups.items()}
+    by_objects = {g: {n: score_scenes(x[sub], tuple(scenes[i] for i in sub), places[sub])["shape"]
+                      for n in (1, 2) if (sub := [i for i in idx if len(scenes[i].objects) == n])}
+                  for g, idx in groups.items()}
     return FaithfulnessReport(scores["seen"], scores["held_out"], levels, {g: len(i) for g, i in groups.items()},
-                              pair_outcomes(x, scenes))
+                              pair_outcomes(x, scenes), shape_outcomes(places, scenes), by_objects)
 
 
 # Colour words of free prompts (the Twemoji set): hue ranges in degrees, [start, end), red wrapping through 0.
