@@ -33,8 +33,7 @@ import json
 import torch
 
 from ddpm.api import load_run
-from ddpm.data.shapes_text import COLOURS, Scene, caption, render
-from ddpm.data.shapes_text import POSITIONS, SHAPES
+from ddpm.data.shapes_text import COLOURS, POSITIONS, SHAPES, Scene, caption, render
 from ddpm.evaluation.faithfulness import eval_scenes, region, two_colours, two_shapes
 from ddpm.evaluation.scene_probe import load_probe, read_places
 
