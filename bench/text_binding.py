@@ -33,8 +33,8 @@ import json
 import torch
 
 from ddpm.api import load_run
-from ddpm.data.shapes_text import COLOURS, POSITIONS, SHAPES, Scene, caption, render
-from ddpm.evaluation.faithfulness import eval_scenes, region, two_colours, two_shapes
+from ddpm.data.shapes_text import COLOURS, Scene, caption, render
+from ddpm.evaluation.faithfulness import eval_scenes, region, shape_outcomes, two_colours, two_shapes
 from ddpm.evaluation.scene_probe import load_probe, read_places
 
 
@@ -57,10 +57,10 @@ def placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
 
 
 def shapes_placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
-    """Share of images x0 (N, 3, H, W) in [-1, 1] where the probe sees each object's shape at its place."""
-    places = read_places(load_probe(), ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()).tolist()
-    return sum(all(seen[POSITIONS.index(o.position)] == 1 + SHAPES.index(o.shape) for o in scene.objects)
-               for seen, scene in zip(places, scenes)) / len(scenes)
+    """Share of images x0 (N, 3, H, W) in [-1, 1] of two-shape scenes where the probe sees each object's shape at
+    its place (faithfulness.shape_outcomes' "right")."""
+    places = read_places(load_probe(), ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+    return shape_outcomes(places, tuple(scenes))["right"] / len(scenes)
 
 
 def x0_prediction(run, x_t: torch.Tensor, t: int, cond: torch.Tensor, guidance: float) -> torch.Tensor:
