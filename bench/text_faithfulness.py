@@ -35,9 +35,9 @@ def main() -> None:
         run = load_run(path)
         for w in args.guidance:
             start = time.perf_counter()
-            out = run.sample_prompts(scenes.prompts, n=1, sampler=args.sampler, steps=args.steps, guidance=w,
-                                     seed=args.seed, batch_size=100)
-            report = faithfulness(to_uint8(out.images), scenes.scenes)
+            images = run.sample_each(scenes.prompts, sampler=args.sampler, steps=args.steps, guidance=w,
+                                     seed=args.seed, batch_size=100)  # each scene from its own noise
+            report = faithfulness(to_uint8(images), scenes.scenes)
             print(f"{path}  step {run.step}  text_tokens {run.config.model.text_tokens}  guidance {w}  "
                   f"({time.perf_counter() - start:.0f} s)")
             print("\n".join(report.lines()))

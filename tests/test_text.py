@@ -299,6 +299,22 @@ def test_text_run_samples_follow_their_captions(text_run):
 
 
 @pytest.mark.slow
+def test_sample_each_draws_every_prompt_from_its_own_noise(text_run):
+    """An evaluation's images are independent draws: sample_each gives prompt i the noise of image i of a request,
+    (seed, i), the image sample_prompts draws in column i; sample_prompts(prompts, 1) gives them all image 0's."""
+    from ddpm.api import load_run
+
+    run = load_run(text_run[0])
+    options = dict(sampler="ddim", steps=10, guidance=3.0)
+    each = run.sample_each(["a red square"] * 4, **options)
+    row = run.sample_prompts(["a red square"], n=4, **options).images
+    assert torch.allclose(each, row, atol=1e-5)
+    assert all((each[i] - each[j]).abs().max() > 0.1 for i in range(4) for j in range(i))
+    shared = run.sample_prompts(["a red square"] * 4, n=1, **options).images
+    assert torch.allclose(shared, shared[:1].expand_as(shared), atol=1e-5)
+
+
+@pytest.mark.slow
 def test_eval_of_a_text_model_checks_its_colour_words(text_run):
     """`ddpm eval` on a text model trained on captioned folders draws one image per caption that names a colour
     and reads its hue: the four captions of the red/blue set, chance 50%, and the model follows them."""

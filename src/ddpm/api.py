@@ -209,6 +209,17 @@ class TrainedModel:
         images = self.sample_pairs(cond, index, config, negative=neg_cond, progress=progress, callback=callback)
         return PromptSamples(images, rows, neg_row)
 
+    def sample_each(self, prompts: Sequence[str], sampling: SamplingConfig | None = None, *,
+                    progress: Callable[[int], None] | None = None, callback: StepCallback | None = None,
+                    **options: Any) -> torch.Tensor:
+        """One image per prompt, (N, C, S, S) in [-1, 1], image i from noise (seed, i): independent draws, for
+        measuring. `sample_prompts(prompts, 1)` starts every prompt from the same noise (image 0), which compares
+        prompts but makes a score over many prompts one noise's: over the 200 shapes-text evaluation prompts, that one
+        noise set the background of most images and weighed on every shape (docs/text.md, "One noise per image")."""
+        cond = self.conditions(list(prompts))[0]
+        return self.sample_pairs(cond, torch.arange(len(cond)), sampling, progress=progress, callback=callback,
+                                 **options)
+
     def conditions(self, prompts: Sequence[str] | str | None, negative: str | None = None, strict: bool = False
                    ) -> tuple[torch.Tensor, list[PromptRow], torch.Tensor | None, PromptRow | None]:
         """(cond, rows, negative cond, negative row) of `sample_prompts`: one condition per prompt (prompts None:

@@ -208,7 +208,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
           and (prompts := colour_prompts(run.run_captions()))):
         t0 = time.perf_counter()
         log(f"colour words: {len(prompts)} captions that name a colour, one image each (evaluation/faithfulness.py)")
-        images = run.sample_prompts(prompts, 1, sampling).images
+        images = run.sample_each(prompts, sampling)
         results["colour_words"] = colour_words(to_uint8(images), prompts)
         timings["colour_words"] = time.perf_counter() - t0
 
@@ -224,10 +224,10 @@ def prompt_faithfulness(run: TrainedModel, sampling: SamplingConfig, cache_dir: 
                         callback: Callable[..., None] | None = None, scenes: EvalScenes | None = None
                         ) -> FaithfulnessReport:
     """One image for the first caption of each evaluation scene (default: eval_scenes(), the fixed seen and held-out
-    ones), scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it
+    ones), each from its own noise (TrainedModel.sample_each), scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it
     names?"""
     chosen = scenes or eval_scenes()
-    images = run.sample_prompts(chosen.prompts, 1, sampling, callback=callback).images
+    images = run.sample_each(chosen.prompts, sampling, callback=callback)
     return faithfulness(to_uint8(images), chosen.scenes, cache_dir=cache_dir)
 
 
