@@ -30,7 +30,7 @@ def main() -> None:
     took = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        scenes = st.sample_scenes(st.TRAIN_SCENES, st.SEEN, seed=0)
+        scenes = st.sample_scenes(st.TRAIN_SCENES, st.SEEN, seed=0, two_objects=st.TRAIN_TWO_OBJECTS_P)
         np.concatenate([st.render(scenes[i:i + 4096]) for i in range(0, len(scenes), 4096)])
         took.append(time.perf_counter() - t0)
     print(f"train split ({st.TRAIN_SCENES:,} scenes, scenes + renders): median {statistics.median(took):.1f} s "

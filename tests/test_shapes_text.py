@@ -142,6 +142,22 @@ def test_held_out_pairs_never_in_train_and_cover_every_colour_and_shape():
     assert st.split_scenes("test") == st.split_scenes("test-seen") + st.split_scenes("test-held-out")
 
 
+def test_train_split_has_more_two_object_scenes_and_the_share_only_moves_the_threshold():
+    def two(scenes) -> float:
+        return float(np.mean([len(s.objects) == 2 for s in scenes]))
+
+    train = st.split_scenes("train")
+    assert abs(two(train) - st.TRAIN_TWO_OBJECTS_P) < 0.015  # 24,000 draws: sd 0.003
+    for split in ("test-seen", "test-held-out", "probe"):
+        assert abs(two(st.split_scenes(split)) - st.TWO_OBJECTS_P) < 0.05
+    # The same draws at both shares: a scene with two objects at the lower share is the same scene at the higher
+    # one, and a scene with one object at the higher share is the same at the lower one; only the rest change.
+    low = st.sample_scenes(st.TRAIN_SCENES, st.SEEN, seed=0, two_objects=st.TWO_OBJECTS_P)
+    assert all(h == lo for lo, h in zip(low, train) if len(lo.objects) == 2 or len(h.objects) == 1)
+    moved = sum(len(lo.objects) == 1 and len(h.objects) == 2 for lo, h in zip(low, train))
+    assert abs(moved / st.TRAIN_SCENES - (st.TRAIN_TWO_OBJECTS_P - st.TWO_OBJECTS_P)) < 0.015
+
+
 def test_scenes_and_renders_are_deterministic_by_seed():
     a = st.sample_scenes(500, st.SEEN, seed=0)
     assert a == st.sample_scenes(500, st.SEEN, seed=0)
@@ -155,7 +171,7 @@ def test_scenes_and_renders_are_deterministic_by_seed():
 
 def test_training_split_generates_in_seconds():
     start = time.perf_counter()
-    scenes = st.sample_scenes(st.TRAIN_SCENES, st.SEEN, seed=0)
+    scenes = st.sample_scenes(st.TRAIN_SCENES, st.SEEN, seed=0, two_objects=st.TRAIN_TWO_OBJECTS_P)
     assert scenes == list(st.split_scenes("train"))
     images = np.concatenate([st.render(scenes[i:i + 4096]) for i in range(0, len(scenes), 4096)])
     took = time.perf_counter() - start

@@ -16,7 +16,11 @@ anti-aliased, vectorised over scenes (24,000 scenes in a few seconds on one core
 Held-out combinations: the (colour, shape) pairs of HELD_OUT (every colour once, every shape at least once) are
 never drawn in the train split. Splits, each from its own seed, fixed: `train` (TRAIN_SCENES, seen pairs only),
 `test-seen` and `test-held-out` (TEST_SCENES each: only seen pairs / only held-out pairs), whose concatenation is
-the dataset's `test` split. Labels: the first object's shape (class_names = SHAPES).
+the dataset's `test` split. Two objects in TWO_OBJECTS_P of the test and probe scenes and in TRAIN_TWO_OBJECTS_P of
+the training ones: two objects are where the words must bind each shape to its place, and a model trained on 70% of
+them binds more of the shapes at the same budget (docs/text.md, "More scenes of two objects"). The share only moves
+the threshold on the same random draw, so the test and probe splits are those of a 40% training split.
+Labels: the first object's shape (class_names = SHAPES).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SHAPES_TEXT = "builtin:shapes-text"
-GENERATOR_VERSION = 1  # bump when scenes, renders or captions change: probes cached for another version are retrained
+GENERATOR_VERSION = 1  # bump when the test or probe scenes, renders or captions change: probes cached for another
+# version are retrained (it seeds every split, so a bump redraws them all)
 SIZE = 32  # px, native
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -46,7 +51,8 @@ BACKGROUNDS = ("black", "grey", "noise", "stripes")
 BACKGROUND_P = (0.7, 0.1, 0.1, 0.1)
 BACKGROUND_WORDS = {"black": "black", "grey": "grey", "noise": "noisy grey", "stripes": "striped grey"}
 MAX_BACKGROUND = 70  # brightest background value (uint8)
-TWO_OBJECTS_P = 0.4
+TWO_OBJECTS_P = 0.4  # share of scenes with two objects: the test and probe splits
+TRAIN_TWO_OBJECTS_P = 0.7  # the same in the train split
 
 HELD_OUT: tuple[tuple[str, str], ...] = (
     ("red", "square"), ("yellow", "circle"), ("green", "triangle"),
@@ -55,9 +61,10 @@ ALL_PAIRS = tuple((c, s) for c in COLOURS for s in SHAPES)
 SEEN = tuple(p for p in ALL_PAIRS if p not in HELD_OUT)
 
 TRAIN_SCENES, TEST_SCENES = 24_000, 1_000
-SPLITS: dict[str, tuple[int, tuple[tuple[str, str], ...], int]] = {  # name -> (seed, pairs drawn, scenes)
-    "train": (0, SEEN, TRAIN_SCENES), "test-seen": (1, SEEN, TEST_SCENES),
-    "test-held-out": (2, HELD_OUT, TEST_SCENES), "probe": (3, ALL_PAIRS, 20_000)}
+SPLITS: dict[str, tuple[int, tuple[tuple[str, str], ...], int, float]] = {  # name -> (seed, pairs drawn, scenes,
+    # share of two-object scenes)
+    "train": (0, SEEN, TRAIN_SCENES, TRAIN_TWO_OBJECTS_P), "test-seen": (1, SEEN, TEST_SCENES, TWO_OBJECTS_P),
+    "test-held-out": (2, HELD_OUT, TEST_SCENES, TWO_OBJECTS_P), "probe": (3, ALL_PAIRS, 20_000, TWO_OBJECTS_P)}
 
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
                     "centre": "in the centre"}
@@ -142,10 +149,13 @@ def caption(scene: Scene, k: int = 0) -> str:
     return options[k % len(options)]
 
 
-def sample_scenes(n: int, pairs: tuple[tuple[str, str], ...], seed: int) -> list[Scene]:
-    """n scenes whose objects' (colour, shape) are drawn uniformly from `pairs`, deterministic in (n, pairs, seed)."""
+def sample_scenes(n: int, pairs: tuple[tuple[str, str], ...], seed: int, two_objects: float = TWO_OBJECTS_P
+                  ) -> list[Scene]:
+    """n scenes whose objects' (colour, shape) are drawn uniformly from `pairs`, two objects in a share
+    `two_objects` of them, deterministic in (n, pairs, seed, two_objects). Every share takes the same random draws:
+    scene i has two objects when its uniform u_i < two_objects, and its other parameters do not depend on the share."""
     rng = np.random.default_rng([GENERATOR_VERSION, seed])
-    two = rng.random(n) < TWO_OBJECTS_P
+    two = rng.random(n) < two_objects
     rel = rng.integers(len(RELATIONS), size=n)
     pick = rng.integers(len(pairs), size=(n, 2))
     size = rng.integers(len(SIZES), size=(n, 2))
@@ -226,8 +236,8 @@ def split_scenes(split: str) -> tuple[Scene, ...]:
         return split_scenes("test-seen") + split_scenes("test-held-out")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose train, test, {', '.join(SPLITS)}")
-    seed, pairs, n = SPLITS[split]
-    return tuple(sample_scenes(n, pairs, seed))
+    seed, pairs, n, two_objects = SPLITS[split]
+    return tuple(sample_scenes(n, pairs, seed, two_objects))
 
 
 @functools.lru_cache(maxsize=2)
