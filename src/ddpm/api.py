@@ -215,7 +215,8 @@ class TrainedModel:
         """One image per prompt, (N, C, S, S) in [-1, 1], image i from noise (seed, i): independent draws, for
         measuring. `sample_prompts(prompts, 1)` starts every prompt from the same noise (image 0), which compares
         prompts but makes a score over many prompts one noise's: over the 200 shapes-text evaluation prompts, that one
-        noise set the background of most images and weighed on every shape (docs/text.md, "One noise per image")."""
+        noise set the background of most images and weighed on every shape (docs/text.md, "One noise per image, and
+        more scenes of two objects")."""
         cond = self.conditions(list(prompts))[0]
         return self.sample_pairs(cond, torch.arange(len(cond)), sampling, progress=progress, callback=callback,
                                  **options)

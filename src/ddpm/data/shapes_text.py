@@ -18,8 +18,9 @@ never drawn in the train split. Splits, each from its own seed, fixed: `train` (
 `test-seen` and `test-held-out` (TEST_SCENES each: only seen pairs / only held-out pairs), whose concatenation is
 the dataset's `test` split. Two objects in TWO_OBJECTS_P of the test and probe scenes and in TRAIN_TWO_OBJECTS_P of
 the training ones: two objects are where the words must bind each shape to its place, and a model trained on 70% of
-them binds more of the shapes at the same budget (docs/text.md, "More scenes of two objects"). The share only moves
-the threshold on the same random draw, so the test and probe splits are those of a 40% training split.
+them binds more of the seen shapes at the same budget (docs/text.md, "One noise per image, and more scenes of two
+objects"). The share only moves a threshold on the same random draws: the test and probe splits are the scenes
+they were when training had 40% too.
 Labels: the first object's shape (class_names = SHAPES).
 """
 
