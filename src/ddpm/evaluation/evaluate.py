@@ -224,8 +224,8 @@ def prompt_faithfulness(run: TrainedModel, sampling: SamplingConfig, cache_dir: 
                         callback: Callable[..., None] | None = None, scenes: EvalScenes | None = None
                         ) -> FaithfulnessReport:
     """One image for the first caption of each evaluation scene (default: eval_scenes(), the fixed seen and held-out
-    ones), each from its own noise (TrainedModel.sample_each), scored by evaluation/faithfulness.py: does the picture show the colours, shapes, count and places it
-    names?"""
+    ones), each from its own noise (TrainedModel.sample_each), scored by evaluation/faithfulness.py: does the
+    picture show the colours, shapes, count and places it names?"""
     chosen = scenes or eval_scenes()
     images = run.sample_each(chosen.prompts, sampling, callback=callback)
     return faithfulness(to_uint8(images), chosen.scenes, cache_dir=cache_dir)
