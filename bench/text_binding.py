@@ -33,6 +33,7 @@ import json
 import torch
 
 from ddpm.api import load_run
+from ddpm.common.pixels import to_model_range, to_uint8
 from ddpm.data.shapes_text import COLOURS, Scene, caption, render
 from ddpm.evaluation.faithfulness import eval_scenes, region, shape_outcomes, two_colours, two_shapes
 from ddpm.evaluation.scene_probe import load_probe, read_places
@@ -51,7 +52,7 @@ def placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
     for image, scene in zip(x0, scenes):
         a, b = scene.objects
         means = [image[:, rows, cols].reshape(3, -1).mean(1) for rows, cols in (region(a.position), region(b.position))]
-        palette = [torch.tensor(COLOURS[o.colour], dtype=torch.float32) / 127.5 - 1 for o in (a, b)]
+        palette = [to_model_range(torch.tensor(COLOURS[o.colour])) for o in (a, b)]
         right += bool(((means[0] - means[1]) * (palette[0] - palette[1])).sum() > 0)
     return right / len(scenes)
 
@@ -59,7 +60,7 @@ def placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
 def shapes_placed_right(x0: torch.Tensor, scenes: list[Scene]) -> float:
     """Share of images x0 (N, 3, H, W) in [-1, 1] of two-shape scenes where the probe sees each object's shape at
     its place (faithfulness.shape_outcomes' "right")."""
-    places = read_places(load_probe(), ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+    places = read_places(load_probe(), to_uint8(x0).numpy())
     return shape_outcomes(places, tuple(scenes))["right"] / len(scenes)
 
 
@@ -86,8 +87,8 @@ def main() -> None:
     attribute, keep, read = {"colours": ("colour", two_colours, placed_right),
                              "shapes": ("shape", two_shapes, shapes_placed_right)}[args.swap]
     scenes = [s for s in eval_scenes().scenes if keep(s)]
-    true = torch.from_numpy(render(scenes)).float() / 127.5 - 1  # (N, 3, 32, 32)
-    swapped = torch.from_numpy(render([swap(s, attribute) for s in scenes])).float() / 127.5 - 1
+    true = to_model_range(torch.from_numpy(render(scenes)))  # (N, 3, 32, 32)
+    swapped = to_model_range(torch.from_numpy(render([swap(s, attribute) for s in scenes])))
     assert read(true, scenes) == 1.0 and read(swapped, scenes) == 0.0  # the reading itself
     for path in args.runs:
         run = load_run(path)
