@@ -3,7 +3,8 @@ evaluation scene's caption (evaluation/faithfulness.eval_scenes: seen and held-o
 report gives colour, shape, object, count, position and scene accuracy on both, beside chance.
 
     .venv/bin/python bench/text_faithfulness.py RUN [RUN ...] [--seen 100 --held-out 100 --sampler ddim --steps 20
-                                                              --guidance 3 --seed 0]
+                                                              --guidance W [W ...] --seed 0]
+(--guidance: the model's default, 7 for a text model, unless given)
 Prints a table per run and one JSON line each.
 """
 
@@ -17,6 +18,7 @@ import torch
 
 from ddpm.api import load_run
 from ddpm.common.pixels import to_uint8
+from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.evaluation.faithfulness import eval_scenes, faithfulness
 
 
@@ -27,13 +29,14 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=100)
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, nargs="+", default=[3.0])
+    ap.add_argument("--guidance", type=float, nargs="+", default=[None])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     scenes = eval_scenes(args.seen, args.held_out)
     for path in args.runs:
         run = load_run(path)
-        for w in args.guidance:
+        for asked in args.guidance:
+            w = SamplingConfig(guidance=asked).guidance_for(run.conditioning)
             start = time.perf_counter()
             images = run.sample_each(scenes.prompts, sampler=args.sampler, steps=args.steps, guidance=w,
                                      seed=args.seed, batch_size=100)  # each scene from its own noise

@@ -2,7 +2,8 @@
 draw "<colour> heart", "<colour> circle" and "<colour> square" in that colour, for red, orange, yellow, green,
 blue and purple?
 
-    .venv/bin/python bench/twemoji_colours.py RUN [--n 8 --sampler ddim --steps 20 --guidance 3 --seed 0]
+    .venv/bin/python bench/twemoji_colours.py RUN [--n 8 --sampler ddim --steps 20 --guidance W --seed 0]
+(--guidance: the model's default, 7 for a text model, unless given)
 
 Each of the 18 prompts draws n images; an image counts when the hue of its coloured pixels names the prompt's
 colour (evaluation/faithfulness.hue_word: white background, grey and black outlines do not vote). The table marks
@@ -21,6 +22,7 @@ import torch
 
 from ddpm.api import load_run
 from ddpm.common.pixels import to_uint8
+from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.evaluation.faithfulness import hue_word
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
@@ -33,11 +35,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="images per prompt")
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid", default="", help="also write the images as a PNG grid (a row per prompt)")
     args = ap.parse_args()
     run = load_run(args.run)
+    args.guidance = SamplingConfig(guidance=args.guidance).guidance_for(run.conditioning)
     captions = {c.lower() for c in run.run_captions()}
     prompts = [f"{c} {o}" for c in COLOURS for o in OBJECTS]
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from ddpm.serve.request import Limits, parse_request, request_defaults
                                                 ("dpm++2m-sde", 1000, 20), ("ddpm", 30, 30), ("dpm++2m", 12, 12)])
 def test_steps_none_is_the_samplers_default_at_most_T(sampler: str, T: int, expected: int) -> None:
     assert SamplingConfig(sampler=sampler).num_steps(T) == expected
-    assert SamplingConfig(sampler=sampler).resolved(T).steps == expected
+    assert SamplingConfig(sampler=sampler).resolved(T, "class").steps == expected
     assert SamplingConfig(sampler=sampler, steps=7).num_steps(T) == 7
 
 
@@ -85,10 +85,36 @@ def test_web_requests_take_the_chosen_samplers_default_steps() -> None:
     assert parse_request({"prompt": "cat", "sampler": "dpm++2m"}, limits).sampling.steps == 20
     assert parse_request({"prompt": "cat", "sampler": "ddpm"}, limits).sampling.steps == 50
     assert parse_request({"prompt": "cat"}, Limits(max_steps=12)).sampling.steps == 12
-    default = SamplingConfig().resolved(1000)  # the web UI starts from `ddpm sample`'s default
+    default = SamplingConfig().resolved(1000, "class")  # the web UI starts from `ddpm sample`'s default
     got = parse_request({"prompt": "cat"}, limits).sampling
     assert (got.sampler, got.steps, got.guidance) == (default.sampler, default.steps, default.guidance)
     assert request_defaults(limits)["steps"] == default.steps and request_defaults(limits)["sampler"] == "dpm++2m"
+
+
+def test_guidance_none_is_the_default_of_the_models_conditioning() -> None:
+    """Class models 3, text models 7 (docs/text.md, "Guidance for text models"); an unconditional model always 1;
+    a weight that was asked for is kept."""
+    assert SamplingConfig().guidance is None
+    assert [SamplingConfig().resolved(1000, cond).guidance for cond in ("class", "text", "none")] == [3.0, 7.0, 1.0]
+    assert [SamplingConfig(guidance=2.5).guidance_for(cond) for cond in ("class", "text", "none")] == [2.5, 2.5, 1.0]
+    assert SamplingConfig(guidance=0).resolved(1000, "text").guidance == 0.0  # 0 (unconditional) is a weight, not None
+
+
+def test_sampling_needs_a_resolved_guidance() -> None:
+    from ddpm.diffusion.sampler import PerSampleNoise, sample
+    from ddpm.diffusion.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule.create("linear", 10)
+    with pytest.raises(ValueError, match="guidance"):
+        sample(lambda x, t, c: torch.zeros_like(x), schedule, torch.zeros(1, dtype=torch.long), (1, 4, 4),
+               PerSampleNoise(0, [0]), SamplingConfig(), null_id=1)
+
+
+def test_web_requests_of_a_text_run_start_from_the_text_default() -> None:
+    limits = Limits(max_steps=1000, cond="text")
+    assert parse_request({"prompt": "a red circle"}, limits).sampling.guidance == 7.0
+    assert parse_request({"prompt": "a red circle", "guidance": 2}, limits).sampling.guidance == 2.0
+    assert request_defaults(limits)["guidance"] == 7.0 and request_defaults(Limits(max_steps=1000))["guidance"] == 3.0
 
 
 def test_api_keywords_and_a_config_draw_the_same_pixels(tmp_path) -> None:

@@ -404,10 +404,9 @@ class TrainedModel:
         return tensor_to_pil(self.sample(classes, n, **kwargs))
 
     def effective_sampling(self, sampling: SamplingConfig) -> SamplingConfig:
-        """`sampling` as this run applies it: steps resolved for its T; guidance 1 for an unconditional model (both
-        branches of guidance would be equal)."""
-        sampling = sampling.resolved(self.schedule.num_steps)
-        return replace(sampling, guidance=1.0) if self.conditioning == "none" else sampling
+        """`sampling` as this run applies it: steps resolved for its T, guidance for its conditioning (the default of
+        a class or text model where none was given; 1 for an unconditional model)."""
+        return sampling.resolved(self.schedule.num_steps, self.conditioning)
 
     def provenance(self, sampling: SamplingConfig, checkpoint: str, **fields: Any) -> dict[str, Any]:
         """The settings written into every PNG made from this run (`ddpm sample` and the web UI alike): `fields`

@@ -13,6 +13,7 @@ from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer, ascii_real
 from ddpm.diffusion.sampling import (
     DEFAULT_FRAMES,
+    DEFAULT_GUIDANCE,
     DEFAULT_JUMP,
     DEFAULT_REPEATS,
     DEFAULT_STEPS,
@@ -131,12 +132,20 @@ port_number = _typed(ascii_integer, "a whole number",
                      _expects(lambda v: None if 1 <= v <= 65535 else "a port number from 1 to 65535"))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help says it already (a None that is resolved later,
+    such as the sampler's steps or the model's guidance)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if "(default: " in (action.help or "") else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ddpm.cli.train_flags import add_train_flags
     from ddpm.config import SCHEDULES, DataConfig, DiffusionConfig
     from ddpm.data.builtin import BUILTIN
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = Parser(prog="ddpm", description=DESCRIPTION, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     d, dc = DiffusionConfig(), DataConfig()
@@ -298,10 +307,12 @@ def add_sampling_flags(p: argparse.ArgumentParser, preset: SamplingConfig, seed_
     """The flags of every SamplingConfig field (dest = the field's name), their defaults taken from `preset`: their
     text is read here and their values checked by SamplingConfig (one check, whichever way they come)."""
     steps_help = ", ".join(f"{n} for {s.value}" for s, n in DEFAULT_STEPS.items())
+    guidance_help = ", ".join(f"{w:g} for a {cond} model" for cond, w in DEFAULT_GUIDANCE.items())
     p.add_argument("--sampler", choices=SAMPLERS, default=preset.sampler.value, help=SAMPLER_HELP)
     p.add_argument("--steps", type=_sampling("steps", ascii_integer), default=preset.steps,
                    help=f"sampling steps, evenly spaced over T (default: {steps_help}); ddpm with T steps is the original sampler (slow)")
-    p.add_argument("--guidance", type=_sampling("guidance", ascii_real), default=preset.guidance, help="guidance weight w: 0 unconditional, 1 conditional, >1 stronger")
+    p.add_argument("--guidance", type=_sampling("guidance", ascii_real), default=preset.guidance,
+                   help=f"guidance weight w: 0 unconditional, 1 conditional, >1 stronger (default: {guidance_help})")
     p.add_argument("--eta", type=_sampling("eta", ascii_real), default=preset.eta, help="DDIM noise from 0 (deterministic) to 1 (DDPM-like)")
     p.add_argument("--variance", choices=VARIANCES, default=preset.variance.value, help="ancestral DDPM step variance")
     p.add_argument("--seed", type=_sampling("seed", ascii_integer), default=preset.seed, help=seed_help)

@@ -80,7 +80,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         check_output(path, "--trajectory", force=args.force, protected=read)
     prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    sampling = run.effective_sampling(sampling_from_args(args))
     rows = len(prompts) or (1 if run.conditioning == "none" else len(run.class_names))
     traj = Trajectory(sampling.steps) if args.trajectory else None
     with _one_line_warnings(), SamplingBar(rows * args.n, sampling.batch_size, sampling.steps, enabled=not args.quiet) as bar:
@@ -114,7 +114,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from ddpm.diffusion.editing import image_to_image_steps
 
     run = _edit_run(args, args.image)
-    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    sampling = run.effective_sampling(sampling_from_args(args))
     steps = image_to_image_steps(sampling.steps, args.strength)
     with _one_line_warnings(), _bar(args, len(args.image) * args.n, sampling, steps) as bar:
         out = run.edit(args.image, args.prompt, args.n, args.strength, sampling, negative=args.negative,
@@ -126,7 +126,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     from ddpm.diffusion.editing import inpainting_steps
 
     run = _edit_run(args, [args.image, *([args.mask] if args.mask else [])])
-    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    sampling = run.effective_sampling(sampling_from_args(args))
     steps = inpainting_steps(sampling.steps, args.jump, args.repeats)
     with _one_line_warnings(), _bar(args, args.n, sampling, steps) as bar:
         out = run.inpaint(args.image, args.mask, args.prompt, args.n, sampling, box=args.box, jump=args.jump,
@@ -183,7 +183,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     for path in morph_paths(args.out).values():
         check_output(path, "--out", force=args.force, protected=run_files(args.checkpoint))
     run = load_run(args.checkpoint, device=resolve_device(args.device))
-    sampling = sampling_from_args(args).resolved(run.schedule.num_steps)
+    sampling = run.effective_sampling(sampling_from_args(args))
     with _one_line_warnings(), _bar(args, args.frames, sampling, sampling.steps) as bar:
         morph = run.interpolate(args.start, args.end, args.frames, sampling, seed_a=args.seed_a, seed_b=args.seed_b,
                                 strict=args.strict, callback=bar)

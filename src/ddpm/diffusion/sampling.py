@@ -8,7 +8,9 @@ whether it comes from a flag, a keyword, a JSON request or a preset.
                 in 2.5x fewer network evaluations; `ddpm sample`, `ddpm eval` and the web UI all start from it
     steps       network evaluations, evenly spaced over the T training steps; None: the sampler's default
                 (DEFAULT_STEPS), at most T. `num_steps(T)` resolves it: the one place where None becomes a number.
-    guidance    classifier-free guidance weight w >= 0: 0 unconditional, 1 conditional, > 1 stronger (guidance.py)
+    guidance    classifier-free guidance weight w >= 0: 0 unconditional, 1 conditional, > 1 stronger (guidance.py);
+                None: the model's default, DEFAULT_GUIDANCE by what it is conditioned on (a model without a condition
+                always gets 1: both branches would be equal). `guidance_for(cond)` resolves it
     eta         DDIM's noise in [0, 1] (0 deterministic, 1 DDPM-like); other samplers ignore it. Above 1, sigma^2
                 exceeds 1 - alpha_bar_s on some steps and eq. 12's direction term has no real square root
     variance    the ancestral step's variance: beta_tilde (posterior) or beta (DDPM sec. 3.2)
@@ -59,6 +61,10 @@ class Variance(str, Enum):
 SAMPLERS: tuple[str, ...] = tuple(s.value for s in Sampler)
 VARIANCES: tuple[str, ...] = tuple(v.value for v in Variance)
 DEFAULT_STEPS: dict[Sampler, int] = {Sampler.DDPM: 50, Sampler.DDIM: 50, Sampler.DPMPP_2M: 20, Sampler.DPMPP_2M_SDE: 20}
+# Guidance by conditioning. Class models: 3, measured on the demo (docs/evaluation.md). Text models: 7, measured on
+# builtin:shapes-text over three training seeds, each image from its own noise: shapes follow the words more at 7
+# than at 3 (held-out pairs most) with colour unchanged (docs/text.md, "Guidance for text models").
+DEFAULT_GUIDANCE: dict[str, float] = {"class": 3.0, "text": 7.0}
 
 
 def _member(kind: type[Enum], value: Any, what: str) -> Any:
@@ -100,7 +106,7 @@ class SamplingConfig:
 
     sampler: Sampler = Sampler.DPMPP_2M
     steps: int | None = None
-    guidance: float = 3.0
+    guidance: float | None = None
     eta: float = 0.0
     variance: Variance = Variance.BETA_TILDE
     seed: int = 0
@@ -111,7 +117,8 @@ class SamplingConfig:
         object.__setattr__(self, "variance", _member(Variance, self.variance, "variance"))
         if self.steps is not None:
             object.__setattr__(self, "steps", _whole(self.steps, "steps", 1))
-        object.__setattr__(self, "guidance", _real(self.guidance, "guidance", 0.0))
+        if self.guidance is not None:
+            object.__setattr__(self, "guidance", _real(self.guidance, "guidance", 0.0))
         object.__setattr__(self, "eta", _real(self.eta, "eta", 0.0, 1.0))
         object.__setattr__(self, "seed", _whole(self.seed, "seed", 0))
         object.__setattr__(self, "batch_size", _whole(self.batch_size, "batch size", 1))
@@ -130,9 +137,17 @@ class SamplingConfig:
                             f"use at most {num_train_steps}")
         return self.steps
 
-    def resolved(self, num_train_steps: int) -> "SamplingConfig":
-        """This config with `steps` filled in for T = num_train_steps."""
-        return replace(self, steps=self.num_steps(num_train_steps))
+    def guidance_for(self, cond: str) -> float:
+        """The guidance weight for a model conditioned on `cond` (class | text | none): `guidance`, or the default
+        for that conditioning; 1 for none, whatever was asked."""
+        if cond == "none":
+            return 1.0
+        return DEFAULT_GUIDANCE[cond] if self.guidance is None else self.guidance
+
+    def resolved(self, num_train_steps: int, cond: str) -> "SamplingConfig":
+        """This config as a model with T = num_train_steps conditioned on `cond` applies it: steps and guidance
+        filled in (the one place where their None becomes a number)."""
+        return replace(self, steps=self.num_steps(num_train_steps), guidance=self.guidance_for(cond))
 
     def with_options(self, **options: Any) -> "SamplingConfig":
         """A copy with some options changed (keyword names as the fields); an unknown name is a UserError."""
@@ -153,7 +168,7 @@ class SamplingConfig:
 # `ddpm eval`: the same sampler and steps as `ddpm sample` and the web UI (one default, measured in
 # docs/benchmarks.md), 100 images a call.
 EVAL_SAMPLING = SamplingConfig(batch_size=100)
-# TensorBoard preview grids while a run trains: cheap and deterministic.
+# TensorBoard preview grids while a run trains: cheap and deterministic (guidance: the model's default).
 PREVIEW_SAMPLING = SamplingConfig(sampler=Sampler.DDIM, steps=20)
 # `ddpm interpolate`: a deterministic sampler (each frame a function of its noise and condition).
 INTERPOLATION_SAMPLING = SamplingConfig(sampler=Sampler.DDIM)

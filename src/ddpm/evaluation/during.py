@@ -1,7 +1,7 @@
 """Quality while a run trains (`ddpm train --eval-every N`): the Evaluator that training/watch.py calls on rank 0.
 
-Each evaluation samples N images of the EMA model (N split evenly over the classes, 20 DDIM steps at guidance 3,
-the same seeds every time) and measures them with evaluate.py against the same fixed subset of the held-out split:
+Each evaluation samples N images of the EMA model (N split evenly over the classes, 20 DDIM steps at the model's
+default guidance, the same seeds every time) and measures them with evaluate.py against the same fixed subset of the held-out split:
 KID on Inception features (the score best.safetensors is chosen by: unbiased at any N, unlike FID, whose upward
 bias at small N would favour nothing but N), FID beside it, per-class accuracy and classifier FID when a domain
 classifier is given, and for a text model on builtin:shapes-text the prompt faithfulness of its seen and held-out
@@ -42,7 +42,7 @@ from ddpm.training.watch import EvalPoint
 
 BUDGET = 0.10  # the share of training time evaluations may take
 MIN_SAMPLES, MAX_SAMPLES = 20, 1_000
-SAMPLING = replace(PREVIEW_SAMPLING, batch_size=100)  # 20 DDIM steps, guidance 3, seed 0
+SAMPLING = replace(PREVIEW_SAMPLING, batch_size=100)  # 20 DDIM steps, the model's default guidance, seed 0
 
 
 def size_samples(train_seconds: float, seconds_per_image: float, num_classes: int) -> int:

@@ -68,10 +68,10 @@ class EvalSettings:
             raise UserError(f"--num-samples must be a whole number from 2 to {MAX_SAMPLES:,}, got {n!r}")
         check_feature_precision(self.feature_precision)
 
-    def to_dict(self, num_train_steps: int) -> dict[str, Any]:
-        """JSON-ready and flat (eval.json's "settings"), the sampling steps resolved for T = num_train_steps."""
+    def to_dict(self, run: TrainedModel) -> dict[str, Any]:
+        """JSON-ready and flat (eval.json's "settings"), the sampling as `run` applies it (steps, guidance)."""
         d = {k: v for k, v in asdict(self).items() if k != "sampling"}
-        return {**self.sampling.resolved(num_train_steps).to_dict(), **d}
+        return {**run.effective_sampling(self.sampling).to_dict(), **d}
 
 
 Progress = Callable[[str], None]
@@ -108,7 +108,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
         log = lambda _: None  # noqa: E731
         progress = False
     announce = announce or log
-    sampling = settings.sampling.resolved(run.schedule.num_steps)  # a bad step count fails before any work
+    sampling = run.effective_sampling(settings.sampling)  # a bad step count fails before any work
     real = load_reference(run, settings, cache_dir, progress)
     real_images = real.images  # (R, C, H, W) uint8
     if 0 < settings.max_real < len(real_images):  # the same subset every time: seeded by the sampling seed
@@ -124,7 +124,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     is_net = InceptionProbabilities(settings.inception_weights) if settings.inception_weights else None
     k = len(run.class_names)
     per_class = math.ceil(settings.num_samples / k)
-    out: dict[str, Any] = {"settings": settings.to_dict(run.schedule.num_steps), "checkpoint_step": run.step, "classes": run.class_names,
+    out: dict[str, Any] = {"settings": settings.to_dict(run), "checkpoint_step": run.step, "classes": run.class_names,
                            "num_generated": per_class * k, "num_real": len(real_images), "metrics": {}, "seconds": {},
                            "warnings": []}
     timings, results = out["seconds"], out["metrics"]

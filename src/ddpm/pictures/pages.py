@@ -132,7 +132,7 @@ def run_index(run_dir: Path, evals: list[dict[str, Any]] | None = None) -> str:
                  "best.safetensors" if r is best else "") for r in evals]
         body += ["<h2>Evaluations while training</h2>", table(rows, ("step", *names, "")),
                  f'<p class="muted">best by {esc(best["eval_metric"]) if best else "-"} (lower is better); '
-                 "20 DDIM steps, guidance 3, the same seeds each time.</p>"]
+                 "20 DDIM steps, the model's default guidance, the same seeds each time.</p>"]
     for rel in EVAL_FILES:
         path = run_dir / rel
         if path.is_file():

@@ -62,7 +62,7 @@ def create_app(run: TrainedModel, checkpoint: str = "", max_waiting: int = 8, li
                work: Work | None = None, access: Access | None = None) -> FastAPI:
     """The FastAPI app over `run`; `work` replaces the generation (tests). app.state.queue is its JobQueue. `access`:
     who may use it (default: this machine's loopback names on DEFAULT_PORT)."""
-    limits = limits or Limits(max_steps=run.schedule.num_steps)
+    limits = limits or Limits(max_steps=run.schedule.num_steps, cond=run.conditioning)
     queue = JobQueue(work or generation_work(run, checkpoint), max_waiting=max_waiting)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

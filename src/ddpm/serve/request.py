@@ -18,9 +18,11 @@ MAX_SEED = 2**63 - 1  # per-image seeds are mixed from (seed, j) by numpy's Seed
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request may ask for. max_steps is the run's number of diffusion steps T (the samplers' limit)."""
+    """What a request may ask for. max_steps is the run's number of diffusion steps T (the samplers' limit); cond
+    what the run is conditioned on (class | text | none), which sets the default guidance."""
 
     max_steps: int
+    cond: str = "class"
     max_images: int = 64
     max_prompt_chars: int = 200
     max_guidance: float = 20.0
@@ -53,8 +55,8 @@ FIELDS = ("prompt", "negative", "n", *SAMPLING_FIELDS, "mode", "strength", "imag
 
 
 def request_defaults(limits: Limits) -> dict[str, Any]:
-    """What the page starts with: every field's default, steps resolved for the run's T."""
-    return GenerateRequest("", sampling=SamplingConfig().resolved(limits.max_steps)).to_dict()
+    """What the page starts with: every field's default, steps and guidance resolved for the run."""
+    return GenerateRequest("", sampling=SamplingConfig().resolved(limits.max_steps, limits.cond)).to_dict()
 
 
 def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
@@ -74,7 +76,7 @@ def parse_request(payload: Any, limits: Limits) -> GenerateRequest:
     sampling = replace(
         chosen,
         steps=_integer(payload, "steps", chosen.num_steps(limits.max_steps), 1, limits.max_steps),
-        guidance=_number(payload, "guidance", chosen.guidance, 0.0, limits.max_guidance),
+        guidance=_number(payload, "guidance", chosen.guidance_for(limits.cond), 0.0, limits.max_guidance),
         seed=_integer(payload, "seed", chosen.seed, 0, MAX_SEED),
         batch_size=n,  # one batch: the progress bar's steps are the sampler's steps
     )

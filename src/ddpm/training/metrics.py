@@ -136,10 +136,12 @@ class MetricsLog:
 def preview_grid(model: UNet, schedule: NoiseSchedule, rows: torch.Tensor, device: torch.device, prediction: str = "eps",
                  per_class: int = 4, sampling: SamplingConfig = PREVIEW_SAMPLING) -> torch.Tensor:
     """A (C, H, W) float grid in [0, 1], one row per condition in `rows` (class ids (R,) or embeddings (R, D)),
-    drawn with `sampling` (PREVIEW_SAMPLING: 20 DDIM steps at guidance 3, seed 0), for TensorBoard while a run trains."""
+    drawn with `sampling` (PREVIEW_SAMPLING: 20 DDIM steps at the model's default guidance, seed 0), for TensorBoard
+    while a run trains."""
     from torchvision.utils import make_grid
 
     cond = rows.repeat_interleave(per_class, dim=0)
+    sampling = sampling.resolved(schedule.num_steps, model.config.cond)
     shape = (model.config.channels, model.config.image_size, model.config.image_size)
     x = sample(as_eps_model(model, schedule, prediction), schedule, cond, shape,
                PerSampleNoise(sampling.seed, range(len(cond))), sampling, null_id=model.null_id, device=device)
