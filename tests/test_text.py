@@ -348,7 +348,8 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
     assert meta["prompts"] == ["a red square", "something blue"] and meta["negative"] == "a blue square"
     default = SamplingConfig().sampler.value  # no --sampler or --guidance given: the defaults used are recorded,
     # a text model's guidance (7) among them
-    assert (meta["seed"], meta["sampler"], meta["steps"], meta["guidance"], meta["checkpoint_step"]) == (3, default, 4, 7.0, 600)
+    assert (meta["seed"], meta["sampler"], meta["steps"], meta["guidance"], meta["checkpoint_step"]) == (
+        3, default, 4, 7.0, 600)
     one = read_png_metadata(tmp_path / "each" / "row1-0.png")
     assert (one["prompt"], one["row"], one["j"]) == ("something blue", 1, 0)
     assert "'a red square' -> text embedding" in capsys.readouterr().out

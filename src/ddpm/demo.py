@@ -124,7 +124,8 @@ def run_text_demo(out: Path, device: torch.device, steps: int | None = None, pro
     with SamplingBar(len(scenes.scenes), DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
         report = prompt_faithfulness(run, DEMO_SAMPLING, callback=bar, scenes=scenes)
     table = out / "faithfulness.json"
-    write_text_atomic(table, json.dumps({"sampling": run.effective_sampling(DEMO_SAMPLING).to_dict(), **report.to_dict()}, indent=2) + "\n")
+    used = run.effective_sampling(DEMO_SAMPLING).to_dict()  # guidance as a number: the text model's default
+    write_text_atomic(table, json.dumps({"sampling": used, **report.to_dict()}, indent=2) + "\n")
     print("\n".join(["prompt faithfulness (evaluation/faithfulness.py):", *report.lines()]))
     paths = {"samples grid": grid, "faithfulness": table}
     paths.update(refresh_page(out))

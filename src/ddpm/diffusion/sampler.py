@@ -212,8 +212,9 @@ def sample(
     guide: Guide | None = None,
 ) -> torch.Tensor:
     """Draw len(cond) images of `shape` (C, H, W) from N(0, I) down to x_0 in [-1, 1] with `config`'s sampler,
-    steps (resolved against T), guidance (a number: `SamplingConfig.resolved` gives the model's default), eta and variance (its seed and batch size are the caller's: `noise` is
-    already seeded, `cond` is one batch). Each step is one network call (a batch of 2B under guidance).
+    steps (resolved against T), guidance (a number: `SamplingConfig.resolved` gives the model's default), eta and
+    variance (its seed and batch size are the caller's: `noise` is already seeded, `cond` is one batch). Each step
+    is one network call (a batch of 2B under guidance).
     callback(t, x_t, x0_hat) after each step, for progress and trajectories.
     `guide` (diffusion/editing.py: image to image, inpainting, a given x_T) chooses the steps, the starting x and
     what happens to x after each step; a pair that goes up (t_prev > t) is a jump x_{t_prev} ~ q(x_{t_prev} | x_t),

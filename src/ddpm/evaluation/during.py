@@ -1,12 +1,12 @@
 """Quality while a run trains (`ddpm train --eval-every N`): the Evaluator that training/watch.py calls on rank 0.
 
 Each evaluation samples N images of the EMA model (N split evenly over the classes, 20 DDIM steps at the model's
-default guidance, the same seeds every time) and measures them with evaluate.py against the same fixed subset of the held-out split:
-KID on Inception features (the score best.safetensors is chosen by: unbiased at any N, unlike FID, whose upward
-bias at small N would favour nothing but N), FID beside it, per-class accuracy and classifier FID when a domain
-classifier is given, and for a text model on builtin:shapes-text the prompt faithfulness of its seen and held-out
-evaluation scenes (colour_seen, shape_held_out, ...: evaluation/faithfulness.py; not counted in N's budget), on
-other captioned data the colour-word accuracy (colour_words).
+default guidance, the same seeds every time) and measures them with evaluate.py against the same fixed subset of the
+held-out split: KID on Inception features (the score best.safetensors is chosen by: unbiased at any N, unlike FID,
+whose upward bias at small N would favour nothing but N), FID beside it, per-class accuracy and classifier FID when
+a domain classifier is given, and for a text model on builtin:shapes-text the prompt faithfulness of its seen and
+held-out evaluation scenes (colour_seen, shape_held_out, ...: evaluation/faithfulness.py; not counted in N's
+budget), on other captioned data the colour-word accuracy (colour_words).
 
 How N is sized: evaluation should cost at most about 10% of the training time. At the first evaluation the cost of
 one image (sampling plus Inception features) is measured on one image per class, and
