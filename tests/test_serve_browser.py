@@ -66,6 +66,7 @@ def test_generate_in_the_browser(server, browser, tmp_path):
     browser.get(server + "/")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sampler option")) >= 2)
     assert "tiny-run" in browser.find_element(By.ID, "model").text
+    assert browser.find_element(By.ID, "guidance").get_attribute("value") == "3"  # the server's default for a class model
 
     prompt = browser.find_element(By.ID, "prompt")
     prompt.send_keys("quantum chromodynamics")

@@ -25,6 +25,7 @@ async function loadInfo() {
   $("strength").value = $("strength-shown").value = info.defaults.strength;
   $("n").max = info.limits.max_images;
   $("guidance").max = info.limits.max_guidance;
+  $("guidance").value = info.defaults.guidance;  // the model's default: 3 for a class model, 7 for a text one
   $("prompt").maxLength = $("negative").maxLength = info.limits.max_prompt_chars;
 }
 
