@@ -115,17 +115,16 @@ def run_text_demo(out: Path, device: torch.device, steps: int | None = None, pro
 
     out = free_run_dir(out)
     run = train_run(text_demo_config(steps), out, device=device, progress=progress)
-    steps = DEMO_SAMPLING.num_steps(run.schedule.num_steps)
-    with SamplingBar(len(TEXT_PROMPTS) * TEXT_PER_PROMPT, DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
-        drawn = run.sample_prompts(list(TEXT_PROMPTS), TEXT_PER_PROMPT, DEMO_SAMPLING, callback=bar)
+    sampling = run.effective_sampling(DEMO_SAMPLING)  # steps and guidance as numbers: the text model's defaults
+    with SamplingBar(len(TEXT_PROMPTS) * TEXT_PER_PROMPT, sampling.batch_size, sampling.steps, enabled=progress) as bar:
+        drawn = run.sample_prompts(list(TEXT_PROMPTS), TEXT_PER_PROMPT, sampling, callback=bar)
     grid = out / "samples.png"
     make_grid(to_uint8(drawn.images), nrow=TEXT_PER_PROMPT, labels=list(TEXT_PROMPTS), scale=3).save(grid)
     scenes = faithfulness.eval_scenes()
-    with SamplingBar(len(scenes.scenes), DEMO_SAMPLING.batch_size, steps, enabled=progress) as bar:
-        report = prompt_faithfulness(run, DEMO_SAMPLING, callback=bar, scenes=scenes)
+    with SamplingBar(len(scenes.scenes), sampling.batch_size, sampling.steps, enabled=progress) as bar:
+        report = prompt_faithfulness(run, sampling, callback=bar, scenes=scenes)
     table = out / "faithfulness.json"
-    used = run.effective_sampling(DEMO_SAMPLING).to_dict()  # guidance as a number: the text model's default
-    write_text_atomic(table, json.dumps({"sampling": used, **report.to_dict()}, indent=2) + "\n")
+    write_text_atomic(table, json.dumps({"sampling": sampling.to_dict(), **report.to_dict()}, indent=2) + "\n")
     print("\n".join(["prompt faithfulness (evaluation/faithfulness.py):", *report.lines()]))
     paths = {"samples grid": grid, "faithfulness": table}
     paths.update(refresh_page(out))

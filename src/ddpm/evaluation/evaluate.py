@@ -68,10 +68,11 @@ class EvalSettings:
             raise UserError(f"--num-samples must be a whole number from 2 to {MAX_SAMPLES:,}, got {n!r}")
         check_feature_precision(self.feature_precision)
 
-    def to_dict(self, run: TrainedModel) -> dict[str, Any]:
-        """JSON-ready and flat (eval.json's "settings"), the sampling as `run` applies it (steps, guidance)."""
+    def to_dict(self, used: SamplingConfig) -> dict[str, Any]:
+        """JSON-ready and flat (eval.json's "settings"), with `used`: this sampling as the run applies it (steps and
+        guidance as numbers: TrainedModel.effective_sampling)."""
         d = {k: v for k, v in asdict(self).items() if k != "sampling"}
-        return {**run.effective_sampling(self.sampling).to_dict(), **d}
+        return {**used.to_dict(), **d}
 
 
 Progress = Callable[[str], None]
@@ -124,7 +125,7 @@ def evaluate(run: TrainedModel, settings: EvalSettings, classifier: DomainClassi
     is_net = InceptionProbabilities(settings.inception_weights) if settings.inception_weights else None
     k = len(run.class_names)
     per_class = math.ceil(settings.num_samples / k)
-    out: dict[str, Any] = {"settings": settings.to_dict(run), "checkpoint_step": run.step, "classes": run.class_names,
+    out: dict[str, Any] = {"settings": settings.to_dict(sampling), "checkpoint_step": run.step, "classes": run.class_names,
                            "num_generated": per_class * k, "num_real": len(real_images), "metrics": {}, "seconds": {},
                            "warnings": []}
     timings, results = out["seconds"], out["metrics"]
