@@ -230,6 +230,67 @@ def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder,
     assert torch.equal(cached.condition([0, 1, 2]), typed)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("a red circle above a blue square", ["a red circle", "above a blue square"]),
+    ("a blue triangle to the left of a yellow square", ["a blue triangle", "to the left of a yellow square"]),
+    ("two shapes: a red circle at the top and a blue square at the bottom",
+     ["two shapes: a red circle at the top", "and a blue square at the bottom"]),
+    ("A cat Beside a dog next to a tree", ["A cat", "Beside a dog", "next to a tree"]),
+    ("a small green triangle on the left", ["a small green triangle on the left"]),  # no relation: whole
+    ("sandy andes overlooking a brandy glass", ["sandy andes overlooking a brandy glass"]),  # words inside words
+    ("above a red square", ["above a red square"]),  # a relation word first opens no empty clause
+    ("", [""]),
+])
+def test_a_caption_splits_before_each_relation_word(text, expected):
+    from ddpm.text.condition import clauses
+
+    assert clauses(text) == expected
+
+
+def test_with_clauses_the_token_rows_are_each_clause_encoded_apart(encoder):
+    """Row 0 stays the whole caption's sentence embedding; rows 1.. are the clauses' own token states, [CLS] and
+    [SEP] of each kept, in order (checked against the encoder run on each clause alone); a caption of one clause
+    gets exactly the condition it gets without clauses."""
+    from ddpm.text.condition import text_condition
+
+    texts = ["a red circle above a blue square", "a green triangle"]
+    c = text_condition(texts, L, split_clauses=True)
+    whole = text_condition(texts, L)
+    assert torch.equal(c[:, 0], whole[:, 0]) and torch.equal(c[1], whole[1])
+    (_, red), (_, blue) = (encoder.encode_tokens([t]) for t in ("a red circle", "above a blue square"))
+    n = len(red[0]) + len(blue[0])
+    assert (len(red[0]), len(blue[0])) == (5, 6) and n == 11  # [CLS] a red circle [SEP] | [CLS] above a blue square [SEP]
+    torch.testing.assert_close(c[0, 1 : 1 + n], torch.cat([red[0], blue[0]]).half().float(), atol=2e-3, rtol=0)
+    assert not c[0, 1 + n :].any()
+    # unmixed: "red" encoded in its own clause no longer carries "blue square"; in one piece it does
+    red_alone = encoder.encode_tokens(["a red circle"])[1][0][2]
+    tied = text_condition(["a red circle above a blue square"], L)[0, 3]  # [CLS] a red ...: row 1 + 2
+    assert torch.nn.functional.cosine_similarity(c[0, 3], red_alone.half().float(), dim=0) > 0.999
+    assert torch.nn.functional.cosine_similarity(tied, red_alone, dim=0) < 0.99
+
+
+def test_the_clause_bank_is_cached_apart_and_matches_typed_prompts(tmp_path, encoder, monkeypatch):
+    """Training's bank with clauses gives the condition a typed prompt gets with clauses, bit for bit; its token
+    cache is a file of its own (the bank without clauses is not read for it), read back on the second build."""
+    from ddpm.data.dataset import ImageData
+    from ddpm.text.bank import build_caption_bank
+    from ddpm.text.condition import text_condition
+
+    captions = [["a red square above a blue circle"], ["a green star"]]
+    data = ImageData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], captions=captions)
+    plain = build_caption_bank(data, tmp_path, text_tokens=L)
+    split = build_caption_bank(data, tmp_path, text_tokens=L, split_clauses=True)
+    files = sorted(p.name for p in (tmp_path / "text").iterdir())
+    assert len(files) == 2 and sum("-clauses-tokens" in f for f in files) == 1
+    typed = text_condition(split.texts, L, split_clauses=True)
+    assert torch.equal(split.condition([0, 1]), typed)
+    assert not torch.equal(plain.condition([0]), typed[:1]) and torch.equal(plain.condition([1]), typed[1:])
+    import ddpm.text.encoder as minilm
+
+    monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
+    assert torch.equal(build_caption_bank(data, tmp_path, text_tokens=L, split_clauses=True).condition([0, 1]), typed)
+
+
 @pytest.mark.parametrize("positions", [False, True])
 def test_position_code_lets_the_same_features_read_different_words_at_different_places(positions):
     """A map whose every place has the same features: without the code every place attends alike (same output

@@ -205,7 +205,7 @@ def test_a_format_1_config_without_the_changed_keys_means_the_old_defaults():
     c = RunConfig.from_dict(d)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("linear", "eps", "none")
     assert (c.train.lr, c.train.warmup(), c.train.lr_schedule, c.train.ema_decay) == (2e-4, 100, "constant", 0.999)
-    assert RunConfig().format_version == FORMAT_VERSION == 5
+    assert RunConfig().format_version == FORMAT_VERSION == 6
     d2 = RunConfig().to_dict()
     del d2["diffusion"]["schedule"]
     assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # today's format without the key: today's default
@@ -258,6 +258,21 @@ def test_a_text_model_from_before_format_5_feeds_its_sentence_by_film_and_traine
     c = RunConfig.from_dict(d)
     assert c.model.sentence_film is True and c.diffusion.min_snr_floor == 0
     assert RunConfig().model.sentence_film is False
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+def test_a_text_model_from_before_format_6_encodes_each_caption_in_one_piece(version):
+    """A run trained before clauses (format <= 5, no text_clauses key) is conditioned at sampling time as it was
+    trained; a config of format 6 that leaves the key out gets clauses, and --no-text-clauses turns them off."""
+    d = RunConfig().to_dict()
+    d["format_version"] = version
+    del d["model"]["text_clauses"]
+    assert RunConfig.from_dict(d).model.text_clauses is False
+    d["format_version"] = 6
+    assert RunConfig.from_dict(d).model.text_clauses is True
+    args = build_parser().parse_args(["train", "--data", "builtin:shapes-text", "--out", "run", "--no-text-clauses"])
+    assert flags_table(args)["model"]["text_clauses"] is False
+    assert resolve_config(flags_table(args)).config.model.text_clauses is False
 
 
 def test_text_models_get_the_min_snr_floor_and_class_models_do_not(tmp_path):
@@ -332,7 +347,7 @@ def test_a_folder_trained_with_only_data_out_and_steps_gets_its_shape_and_the_re
     c = RunConfig.load(out / "config.json")
     assert (c.model.channels, c.model.image_size, c.model.base_channels) == (channels, 16, 64)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("cosine", "v", "min-snr")
-    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == 5
+    assert c.train.ema_decay is None and c.train.lr_schedule == "cosine" and c.format_version == FORMAT_VERSION
     from ddpm.api import load_run
 
     run = load_run(out)

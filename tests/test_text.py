@@ -357,7 +357,8 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     cached, tokens, offsets = embed_texts(["a red square", "something red", "a blue square", "something blue"],
-                                          text_run[1], with_tokens=True)  # the run attends to tokens (the default)
+                                          text_run[1], with_tokens=True, split_clauses=True)  # the defaults:
+    # the run attends to tokens, clause by clause (format 6)
     assert cached.shape == (4, 384) and len(offsets) == 5 and tokens.shape == (int(offsets[-1]), 384)
 
 

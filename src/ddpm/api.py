@@ -156,8 +156,9 @@ class TrainedModel:
 
     @property
     def vocabulary(self) -> Vocabulary:
+        m = self.config.model
         return Vocabulary(self.conditioning, self.class_names, self.config.data.aliases, self.run_captions,
-                          self.config.model.text_tokens)
+                          m.text_tokens, m.text_clauses)
 
     def class_ids(self, classes: ClassSpec | Sequence[ClassSpec] | None) -> list[int]:
         """None means every class in order."""
@@ -257,7 +258,8 @@ class TrainedModel:
         (N, classes + 1) weights over a class model's table (`class_mixture`), which interpolation mixes."""
         config = self.effective_sampling((sampling or SamplingConfig()).with_options(**options))
         if self.conditioning == "text" and cond.dim() == 1 and len(cond):
-            cond = class_prompt_embeddings(self.class_names, cond, self.config.model.text_tokens)
+            cond = class_prompt_embeddings(self.class_names, cond, self.config.model.text_tokens,
+                                           self.config.model.text_clauses)
         c = self.config.model
         if len(cond) == 0:
             return torch.empty(0, c.channels, c.image_size, c.image_size)

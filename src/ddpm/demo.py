@@ -81,7 +81,7 @@ def run_demo(out: Path, device: torch.device, steps: int | None = None, progress
 TEXT_STEPS = 1000  # the text demo's training steps (the tiny preset's batch of 64): what fits ten minutes end to end
 # on the reference 2-core Zen 4 CPU in native bf16 (about 8 min of training at 2.1 steps/s, since cross-attention
 # trains through the explicit path; docs/text.md has the measured end-to-end time and the faithfulness table).
-# About 15 minutes of training on an AVX2 CPU.
+# 26-28 minutes of training on a 2-core AVX2 CPU in fp32.
 TEXT_PER_PROMPT = 6
 TEXT_PROMPTS = (  # typed prompts for the grid; the last four name colour-shape pairs never drawn in training
     "a red circle on the left", "a large blue square", "a yellow triangle at the top", "a small white cross",

@@ -101,7 +101,7 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     text = None
     if config.model.cond == "text":
         text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None,
-                                  config.model.text_tokens)
+                                  config.model.text_tokens, config.model.text_clauses)
     state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text,
                   evaluator=evaluator if world.is_main else None)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)

@@ -6,6 +6,17 @@
     null caption      c = 0 in every row (classifier-free guidance's unconditional branch): a unit embedding is
                       never zero, nor is a token state after BERT's LayerNorm, so zero rows mark absence exactly
 
+With clauses (config.model.text_clauses, the default since format 6) the token rows come from the caption's clauses,
+each encoded on its own and concatenated in order, [CLS] and [SEP] of each kept:
+    "a red circle above a blue square" -> "a red circle" | "above a blue square"
+    rows 1..L = [CLS a red circle SEP] [CLS above a blue square SEP]      (L = 5 + 6 here, against 9 in one piece)
+A caption splits before each relation word (CLAUSE_BREAK); one with none is encoded whole, as before. Encoded in one
+piece, MiniLM's self-attention mixes every word's state with the others', so "red" in that caption carries some of
+"blue" and "square": the UNet then has to unbind what the encoder bound. Encoded apart, each object's words reach
+the cross-attention unmixed, and two-object scenes come out swapped far less often (docs/text.md, "Clauses"; the
+same idea as Feng et al. 2023, "Training-free structured diffusion guidance", which encodes noun phrases apart).
+The sentence embedding (row 0) is always the whole caption's: prompts are matched to captions by it.
+
 Token states are rounded to float16 (the bank stores them so, ~1e-3 relative), here and in the bank alike, so that a
 prompt at sampling time has the precision its caption had in training (equal bits for the same batch of texts; a
 different batch moves the encoder's float32 output by ~1e-6 before the rounding). The encoder is imported only when a
@@ -14,9 +25,38 @@ text is encoded (`import ddpm` does not load it).
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
+
+# where a caption is split into clauses: before a relation between objects (lookahead, so the relation word opens
+# the next clause: "a red circle" | "above a blue square"); whole words only, any case
+CLAUSE_BREAK = re.compile(r"\s+(?=(?:above|below|to the left of|to the right of|and|next to|beside|under|over|on top of)\s)",
+                          re.IGNORECASE)
+
+
+def clauses(text: str) -> list[str]:
+    """The clauses of `text` in order (the text itself when it names no relation)."""
+    return [c for c in CLAUSE_BREAK.split(text) if c] or [text]
+
+
+def token_states(texts: list[str], split: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(N, 384) sentence embeddings of the whole texts and each text's token states (L_i, 384): of the text in one
+    piece, or (`split`) of its clauses encoded apart and concatenated (see the module doc)."""
+    from ddpm.text.encoder import load_encoder
+
+    encoder = load_encoder()
+    pooled, states = encoder.encode_tokens(texts)
+    if not split:
+        return pooled, states
+    parts = {i: p for i, p in enumerate(map(clauses, texts)) if len(p) > 1}  # a text of one clause keeps its states
+    _, pieces = encoder.encode_tokens([c for p in parts.values() for c in p])
+    start = 0
+    for i, p in parts.items():
+        states[i] = torch.cat(pieces[start : start + len(p)])  # (sum of its clauses' L, 384)
+        start += len(p)
+    return pooled, states
 
 
 def pack(pooled: torch.Tensor, tokens: list[torch.Tensor], text_tokens: int) -> torch.Tensor:
@@ -31,16 +71,16 @@ def pack(pooled: torch.Tensor, tokens: list[torch.Tensor], text_tokens: int) -> 
     return out
 
 
-def text_condition(texts: list[str], text_tokens: int) -> torch.Tensor:
-    """Texts -> their conditions, (N, 384) or (N, 1 + text_tokens, 384). A text with more tokens than the model
-    attends to gives a PromptTruncated warning: its sentence embedding still reads all of it, which only a model
-    with sentence FiLM (formats 3-4, or --sentence-film) sees."""
+def text_condition(texts: list[str], text_tokens: int, split_clauses: bool = False) -> torch.Tensor:
+    """Texts -> their conditions, (N, 384) or (N, 1 + text_tokens, 384); `split_clauses`: the model's
+    config.model.text_clauses. A text with more tokens than the model attends to gives a PromptTruncated warning:
+    its sentence embedding still reads all of it, which only a model with sentence FiLM (formats 3-4, or
+    --sentence-film) sees."""
     from ddpm.text.encoder import PromptTruncated, load_encoder
 
-    encoder = load_encoder()
     if text_tokens == 0:
-        return encoder.encode(texts)
-    pooled, tokens = encoder.encode_tokens(texts)
+        return load_encoder().encode(texts)
+    pooled, tokens = token_states(texts, split_clauses)
     for text, states in zip(texts, tokens):
         if len(states) > text_tokens:
             warnings.warn(f"{text[:40]!r} has {len(states)} tokens; this model attends to the first {text_tokens} "
