@@ -249,18 +249,21 @@ def test_a_caption_splits_before_each_relation_word(text, expected):
 
 def test_with_clauses_the_token_rows_are_each_clause_encoded_apart(encoder):
     """Row 0 stays the whole caption's sentence embedding; rows 1.. are the clauses' own token states, [CLS] and
-    [SEP] of each kept, in order (checked against the encoder run on each clause alone); a caption of one clause
-    gets exactly the condition it gets without clauses."""
+    [SEP] of each kept, in order (checked against the encoder run on each clause alone, the second from the
+    position where the first ends); a caption of one clause gets exactly the condition it gets without clauses."""
     from ddpm.text.condition import text_condition
 
     texts = ["a red circle above a blue square", "a green triangle"]
     c = text_condition(texts, L, split_clauses=True)
     whole = text_condition(texts, L)
     assert torch.equal(c[:, 0], whole[:, 0]) and torch.equal(c[1], whole[1])
-    (_, red), (_, blue) = (encoder.encode_tokens([t]) for t in ("a red circle", "above a blue square"))
+    _, red = encoder.encode_tokens(["a red circle"])
+    _, blue = encoder.encode_tokens(["above a blue square"], starts=[5])  # positions 5..10, after red's 0..4
     n = len(red[0]) + len(blue[0])
     assert (len(red[0]), len(blue[0])) == (5, 6) and n == 11  # [CLS] a red circle [SEP] | [CLS] above a blue square [SEP]
     torch.testing.assert_close(c[0, 1 : 1 + n], torch.cat([red[0], blue[0]]).half().float(), atol=2e-3, rtol=0)
+    blue_at_0 = encoder.encode_tokens(["above a blue square"])[1][0]
+    assert (c[0, 6 : 1 + n] - blue_at_0.half().float()).abs().max() > 0.1  # not the clause from position 0
     assert not c[0, 1 + n :].any()
     # unmixed: "red" encoded in its own clause no longer carries "blue square"; in one piece it does
     red_alone = encoder.encode_tokens(["a red circle"])[1][0][2]
@@ -281,7 +284,7 @@ def test_the_clause_bank_is_cached_apart_and_matches_typed_prompts(tmp_path, enc
     plain = build_caption_bank(data, tmp_path, text_tokens=L)
     split = build_caption_bank(data, tmp_path, text_tokens=L, split_clauses=True)
     files = sorted(p.name for p in (tmp_path / "text").iterdir())
-    assert len(files) == 2 and sum("-clauses-tokens" in f for f in files) == 1
+    assert len(files) == 2 and sum("-clauses-pos-tokens" in f for f in files) == 1
     typed = text_condition(split.texts, L, split_clauses=True)
     assert torch.equal(split.condition([0, 1]), typed)
     assert not torch.equal(plain.condition([0]), typed[:1]) and torch.equal(plain.condition([1]), typed[1:])

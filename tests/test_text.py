@@ -79,6 +79,27 @@ def test_encoder_matches_sentence_transformers(encoder):
     torch.testing.assert_close(ours.norm(dim=1), torch.ones(5))
 
 
+def test_token_states_from_a_start_position_match_bert_given_those_position_ids(encoder):
+    """MiniLM.states with start positions (a clause encoded where it stands in its caption) against transformers'
+    BertModel given position_ids = start + arange(L), texts of different lengths padded in one batch; start 0 is
+    the plain encoding, and a start out of the position table is refused."""
+    transformers = pytest.importorskip("transformers")
+    from ddpm.text.encoder import model_dir
+
+    texts, starts = ["above a blue square", "a red circle", "and a green star in the corner"], [5, 0, 11]
+    _, ours = encoder.encode_tokens(texts, batch_size=2, starts=starts)  # batches of 2: a start per batch slice
+    bert = transformers.BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False).eval()
+    for text, start, states in zip(texts, starts, ours):
+        ids = torch.tensor([encoder.tokenizer.encode(text).ids])
+        with torch.no_grad():
+            ref = bert(input_ids=ids, position_ids=start + torch.arange(ids.shape[1])[None]).last_hidden_state[0]
+        torch.testing.assert_close(states, ref, atol=1e-4, rtol=0)
+    assert torch.equal(encoder.encode_tokens(texts[1:2], starts=[0])[1][0], encoder.encode_tokens(texts[1:2])[1][0])
+    assert not torch.allclose(ours[0], encoder.encode_tokens(texts[:1])[1][0], atol=1e-2)  # the position matters
+    with pytest.raises(ValueError, match="one position"):
+        encoder.encode_tokens(texts[:1], starts=[300])
+
+
 def test_paraphrases_score_higher_than_unrelated_text(encoder):
     e = encoder.encode(["a dog", "a puppy", "a photo of a dog", "the stock market", "a cup of coffee"])
     sims = e @ e.T

@@ -75,7 +75,7 @@ def embed_texts(texts: list[str], cache_dir: Path | None = None, with_tokens: bo
 
     key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:32]
     folder = (cache_dir or default_cache_dir()) / "text"
-    tokens_files = {split: folder / f"{ENCODER_ID}-{key}{'-clauses' if split else ''}-tokens.safetensors"
+    tokens_files = {split: folder / f"{ENCODER_ID}-{key}{'-clauses-pos' if split else ''}-tokens.safetensors"
                     for split in (False, True)}
     path = tokens_files[split_clauses] if with_tokens else folder / f"{ENCODER_ID}-{key}.safetensors"
     # the embeddings alone (the whole texts' either way) are also in the tokens files of the same list (a text run's

@@ -10,11 +10,15 @@ With clauses (config.model.text_clauses, the default since format 6) the token r
 each encoded on its own and concatenated in order, [CLS] and [SEP] of each kept:
     "a red circle above a blue square" -> "a red circle" | "above a blue square"
     rows 1..L = [CLS a red circle SEP] [CLS above a blue square SEP]      (L = 5 + 6 here, against 9 in one piece)
+    positions    0   1  2    3     4     5    6   7   8    9     10       (BERT's position ids: continued)
 A caption splits before each relation word (CLAUSE_BREAK); one with none is encoded whole, as before. Encoded in one
 piece, MiniLM's self-attention mixes every word's state with the others', so "red" in that caption carries some of
 "blue" and "square": the UNet then has to unbind what the encoder bound. Encoded apart, each object's words reach
 the cross-attention unmixed, and two-object scenes come out swapped far less often (docs/text.md, "Clauses"; the
 same idea as Feng et al. 2023, "Training-free structured diffusion guidance", which encodes noun phrases apart).
+Each clause's position ids continue where the previous clause ended, so its states still say where in the caption
+it stands: with every clause at position 0 the two objects' rows differ only in their words, and shapes were
+swapped more often (docs/text.md, "Clauses that keep their place in the sentence").
 The sentence embedding (row 0) is always the whole caption's: prompts are matched to captions by it.
 
 Token states are rounded to float16 (the bank stores them so, ~1e-3 relative), here and in the bank alike, so that a
@@ -50,8 +54,18 @@ def token_states(texts: list[str], split: bool) -> tuple[torch.Tensor, list[torc
     pooled, states = encoder.encode_tokens(texts)
     if not split:
         return pooled, states
+    from ddpm.text.encoder import MAX_TOKENS
+
     parts = {i: p for i, p in enumerate(map(clauses, texts)) if len(p) > 1}  # a text of one clause keeps its states
-    _, pieces = encoder.encode_tokens([c for p in parts.values() for c in p])
+    flat = [c for p in parts.values() for c in p]
+    lengths = iter(len(e.ids) for e in encoder.tokenizer.encode_batch(flat))  # [CLS] and [SEP] included
+    starts = []  # clause j starts where clauses 0..j-1 end: sum of their lengths (capped to fit the position table)
+    for p in parts.values():
+        at = 0
+        for _ in p:
+            starts.append(min(at, MAX_TOKENS))
+            at += next(lengths)
+    _, pieces = encoder.encode_tokens(flat, starts=starts)
     start = 0
     for i, p in parts.items():
         states[i] = torch.cat(pieces[start : start + len(p)])  # (sum of its clauses' L, 384)

@@ -94,10 +94,14 @@ class MiniLM(nn.Module):
         self.types, self.norm = nn.Embedding(s.types, s.hidden), nn.LayerNorm(s.hidden, eps=s.eps)
         self.layers = nn.ModuleList(BertLayer(s) for _ in range(s.layers))
 
-    def states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, L, D): the last layer's state of every token (padding rows included; mask says which are real)."""
-        pos = torch.arange(ids.shape[1], device=ids.device)
-        x = self.norm(self.words(ids) + self.positions(pos)[None] + self.types(torch.zeros_like(ids)))  # (B, L, D)
+    def states(self, ids: torch.Tensor, mask: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D): the last layer's state of every token (padding rows included; mask says which are real).
+        start (B,) long: text b's first token takes position id start[b] (default 0), its l-th start[b] + l, as
+        BERT's position_ids = start + arange(L): a piece of a sentence encoded where it stands in the sentence."""
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, L)
+        if start is not None:
+            pos = pos + start[:, None]  # (B, L)
+        x = self.norm(self.words(ids) + self.positions(pos) + self.types(torch.zeros_like(ids)))  # (B, L, D)
         keep = mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, keep)
@@ -155,9 +159,13 @@ class TextEncoder:
         return self.encode_tokens(texts, batch_size)[0]
 
     @torch.no_grad()
-    def encode_tokens(self, texts: list[str], batch_size: int = 64) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode_tokens(self, texts: list[str], batch_size: int = 64,
+                      starts: list[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(len(texts), 384) unit sentence embeddings, and each text's token states (L_i, 384), [CLS] and [SEP]
-        included: what the sentence embedding is the pooled mean of, for conditioning on every word."""
+        included: what the sentence embedding is the pooled mean of, for conditioning on every word. `starts`:
+        text i's first position id (MiniLM.states; default 0), at most MAX_TOKENS so that it fits the table."""
+        if starts is not None and (len(starts) != len(texts) or not all(0 <= s <= MAX_TOKENS for s in starts)):
+            raise ValueError(f"starts: one position in [0, {MAX_TOKENS}] per text")
         pooled, tokens = [], []
         for start in range(0, len(texts), batch_size):
             encs = self.tokenizer.encode_batch(texts[start : start + batch_size])
@@ -171,7 +179,8 @@ class TextEncoder:
             for i, e in enumerate(encs):
                 ids[i, : len(e.ids)] = torch.tensor(e.ids)
                 mask[i, : len(e.ids)] = 1
-            states = self.model.states(ids.to(self.device), mask.to(self.device))  # (b, width, D)
+            first = None if starts is None else torch.tensor(starts[start : start + batch_size], device=self.device)
+            states = self.model.states(ids.to(self.device), mask.to(self.device), first)  # (b, width, D)
             pooled.append(self.model.pool(states, mask.to(self.device)).float().cpu())
             tokens += [states[i, : len(e.ids)].float().cpu() for i, e in enumerate(encs)]
         return (torch.cat(pooled) if pooled else torch.empty(0, EMBED_DIM)), tokens
