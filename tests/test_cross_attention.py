@@ -272,6 +272,27 @@ def test_with_clauses_the_token_rows_are_each_clause_encoded_apart(encoder):
     assert torch.nn.functional.cosine_similarity(tied, red_alone, dim=0) < 0.99
 
 
+def test_a_clause_shared_by_captions_at_the_same_place_is_encoded_once(encoder, monkeypatch):
+    """Captions that share a clause at the same position get its states from one encoding (the bank's 7,652
+    shapes-text captions have far fewer distinct clauses); each caption's rows still equal its clauses encoded
+    apart, and a shared clause at another position is encoded there."""
+    from ddpm.text.condition import token_states
+
+    texts = ["a red circle above a blue square", "a red circle below a green star",
+             "a big red circle above a blue square"]
+    calls = []
+    real = type(encoder).encode_tokens
+    monkeypatch.setattr(type(encoder), "encode_tokens",
+                        lambda self, t, *a, **k: calls.append(list(t)) or real(self, t, *a, **k))
+    _, states = token_states(texts, split=True)
+    assert calls[1] == ["a red circle", "above a blue square", "below a green star", "a big red circle",
+                        "above a blue square"]  # the last at start 6, after "a big red circle"
+    assert torch.equal(states[0][:5], states[1][:5])
+    blue_at_6 = real(encoder, ["above a blue square"], starts=[6])[1][0]
+    torch.testing.assert_close(states[2][6:], blue_at_6, atol=1e-5, rtol=0)
+    assert not torch.allclose(states[2][6:], states[0][5:], atol=1e-2)
+
+
 def test_the_clause_bank_is_cached_apart_and_matches_typed_prompts(tmp_path, encoder, monkeypatch):
     """Training's bank with clauses gives the condition a typed prompt gets with clauses, bit for bit; its token
     cache is a file of its own (the bank without clauses is not read for it), read back on the second build."""

@@ -29,6 +29,7 @@ text is encoded (`import ddpm` does not load it).
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
@@ -48,28 +49,22 @@ def clauses(text: str) -> list[str]:
 def token_states(texts: list[str], split: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(N, 384) sentence embeddings of the whole texts and each text's token states (L_i, 384): of the text in one
     piece, or (`split`) of its clauses encoded apart and concatenated (see the module doc)."""
-    from ddpm.text.encoder import load_encoder
+    from ddpm.text.encoder import MAX_TOKENS, load_encoder
 
     encoder = load_encoder()
     pooled, states = encoder.encode_tokens(texts)
     if not split:
         return pooled, states
-    from ddpm.text.encoder import MAX_TOKENS
-
     parts = {i: p for i, p in enumerate(map(clauses, texts)) if len(p) > 1}  # a text of one clause keeps its states
-    flat = [c for p in parts.values() for c in p]
-    lengths = iter(len(e.ids) for e in encoder.tokenizer.encode_batch(flat))  # [CLS] and [SEP] included
-    starts = []  # clause j starts where clauses 0..j-1 end: sum of their lengths (capped to fit the position table)
-    for p in parts.values():
-        at = 0
-        for _ in p:
-            starts.append(min(at, MAX_TOKENS))
-            at += next(lengths)
-    _, pieces = encoder.encode_tokens(flat, starts=starts)
-    start = 0
-    for i, p in parts.items():
-        states[i] = torch.cat(pieces[start : start + len(p)])  # (sum of its clauses' L, 384)
-        start += len(p)
+    unique = list(dict.fromkeys(c for p in parts.values() for c in p))
+    length = {c: len(e.ids) for c, e in zip(unique, encoder.tokenizer.encode_batch(unique))}  # [CLS], [SEP] included
+    placed = {i: [(c, min(at, MAX_TOKENS)) for c, at in zip(p, itertools.accumulate((length[c] for c in p), initial=0))]
+              for i, p in parts.items()}  # clause j starts where clauses 0..j-1 end (capped to fit the position table)
+    wanted = dict.fromkeys(piece for p in placed.values() for piece in p)  # "a red circle" at 0: once for all texts
+    _, encoded = encoder.encode_tokens([c for c, _ in wanted], starts=[at for _, at in wanted])
+    pieces = dict(zip(wanted, encoded))
+    for i, p in placed.items():
+        states[i] = torch.cat([pieces[piece] for piece in p])  # (sum of its clauses' L, 384)
     return pooled, states
 
 

@@ -166,24 +166,28 @@ class TextEncoder:
         text i's first position id (MiniLM.states; default 0), at most MAX_TOKENS so that it fits the table."""
         if starts is not None and (len(starts) != len(texts) or not all(0 <= s <= MAX_TOKENS for s in starts)):
             raise ValueError(f"starts: one position in [0, {MAX_TOKENS}] per text")
-        pooled, tokens = [], []
+        encs = self.tokenizer.encode_batch(texts)
+        for text, e in zip(texts, encs):
+            if e.overflowing:
+                warnings.warn(f"text of {len(text)} characters is longer than {MAX_TOKENS} tokens, the limit of "
+                              f"{ENCODER_ID}; only its first {MAX_TOKENS - 2} tokens are used", PromptTruncated)
+        pooled = torch.empty(len(texts), EMBED_DIM)
+        tokens: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        by_length = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))  # batches of like lengths: less padding
         for start in range(0, len(texts), batch_size):
-            encs = self.tokenizer.encode_batch(texts[start : start + batch_size])
-            for text, e in zip(texts[start : start + batch_size], encs):
-                if e.overflowing:
-                    warnings.warn(f"text of {len(text)} characters is longer than {MAX_TOKENS} tokens, the limit of "
-                                  f"{ENCODER_ID}; only its first {MAX_TOKENS - 2} tokens are used", PromptTruncated)
-            width = max(len(e.ids) for e in encs)
-            ids = torch.zeros(len(encs), width, dtype=torch.long)  # [PAD] = 0
-            mask = torch.zeros(len(encs), width, dtype=torch.long)
-            for i, e in enumerate(encs):
-                ids[i, : len(e.ids)] = torch.tensor(e.ids)
-                mask[i, : len(e.ids)] = 1
-            first = None if starts is None else torch.tensor(starts[start : start + batch_size], device=self.device)
+            batch = by_length[start : start + batch_size]
+            width = len(encs[batch[-1]].ids)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)  # [PAD] = 0
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(encs[i].ids)] = torch.tensor(encs[i].ids)
+                mask[row, : len(encs[i].ids)] = 1
+            first = None if starts is None else torch.tensor([starts[i] for i in batch], device=self.device)
             states = self.model.states(ids.to(self.device), mask.to(self.device), first)  # (b, width, D)
-            pooled.append(self.model.pool(states, mask.to(self.device)).float().cpu())
-            tokens += [states[i, : len(e.ids)].float().cpu() for i, e in enumerate(encs)]
-        return (torch.cat(pooled) if pooled else torch.empty(0, EMBED_DIM)), tokens
+            pooled[batch] = self.model.pool(states, mask.to(self.device)).float().cpu()
+            for row, i in enumerate(batch):
+                tokens[i] = states[row, : len(encs[i].ids)].float().cpu()
+        return pooled, tokens
 
 
 _ENCODER: TextEncoder | None = None
