@@ -10,8 +10,10 @@ from ddpm.config import ModelConfig
 from ddpm.diffusion.guidance import drop_condition, guided_eps
 from ddpm.network.attention import CrossAttention
 from ddpm.network.unet import UNet
+from ddpm.text.condition import TextLayout
 
 L = 12  # text_tokens of the small models here
+CLAUSES = TextLayout(L, clauses=True, continued=True)  # the default layout since format 7
 
 
 def _model(text_tokens: int = L, seed: int = 0, live: bool = True, positions: bool = True, film: bool = False) -> UNet:
@@ -182,15 +184,15 @@ def test_the_condition_layout_from_text(encoder):
     pooled, states = encoder.encode_tokens(texts)
     torch.testing.assert_close(pooled, encoder.encode(texts))
     assert [len(s) for s in states] == [len(encoder.tokenizer.encode(t).ids) for t in texts]  # [CLS] ... [SEP]
-    c = text_condition(texts, L)
+    c = text_condition(texts, TextLayout(L))
     assert c.shape == (2, 1 + L, 384)
     assert torch.equal(c[:, 0], pooled)
     for i, s in enumerate(states):
         assert torch.equal(c[i, 1 : 1 + len(s)], s.half().float())
         assert not c[i, 1 + len(s) :].any() and c[i, 1 : 1 + len(s)].abs().amax(-1).min() > 0
-    assert torch.equal(text_condition(texts, 0), pooled)
+    assert torch.equal(text_condition(texts, TextLayout(0)), pooled)
     with pytest.warns(UserWarning, match="attends to the first 4"):
-        cut = text_condition(texts[:1], 4)
+        cut = text_condition(texts[:1], TextLayout(4))
     torch.testing.assert_close(cut[0, 1:], c[0, 1:5], atol=2e-3, rtol=0)  # alone vs in a batch: float16 ulp
 
 
@@ -216,9 +218,9 @@ def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder,
     captions = [["a small red square", "something red"], ["a large blue circle on the left of a green star"]]
     data = ImageData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], captions=captions)
     with pytest.warns(UserWarning, match="1 of 3 captions have more than 12 tokens"):
-        bank = build_caption_bank(data, tmp_path, text_tokens=L)
+        bank = build_caption_bank(data, tmp_path, TextLayout(L))
     with pytest.warns(UserWarning, match="13 tokens; this model attends to the first 12"):
-        typed = text_condition(bank.texts, L)
+        typed = text_condition(bank.texts, TextLayout(L))
     assert torch.equal(bank.condition(list(range(len(bank.texts)))), typed)
     g = torch.Generator().manual_seed(0)
     assert torch.equal(bank.pick(1, g), typed[2:3])
@@ -226,7 +228,7 @@ def test_the_bank_gives_training_the_condition_sampling_gives(tmp_path, encoder,
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     with pytest.warns(UserWarning):
-        cached = build_caption_bank(data, tmp_path, text_tokens=L)
+        cached = build_caption_bank(data, tmp_path, TextLayout(L))
     assert torch.equal(cached.condition([0, 1, 2]), typed)
 
 
@@ -254,8 +256,8 @@ def test_with_clauses_the_token_rows_are_each_clause_encoded_apart(encoder):
     from ddpm.text.condition import text_condition
 
     texts = ["a red circle above a blue square", "a green triangle"]
-    c = text_condition(texts, L, split_clauses=True)
-    whole = text_condition(texts, L)
+    c = text_condition(texts, CLAUSES)
+    whole = text_condition(texts, TextLayout(L))
     assert torch.equal(c[:, 0], whole[:, 0]) and torch.equal(c[1], whole[1])
     _, red = encoder.encode_tokens(["a red circle"])
     _, blue = encoder.encode_tokens(["above a blue square"], starts=[5])  # positions 5..10, after red's 0..4
@@ -264,10 +266,12 @@ def test_with_clauses_the_token_rows_are_each_clause_encoded_apart(encoder):
     torch.testing.assert_close(c[0, 1 : 1 + n], torch.cat([red[0], blue[0]]).half().float(), atol=2e-3, rtol=0)
     blue_at_0 = encoder.encode_tokens(["above a blue square"])[1][0]
     assert (c[0, 6 : 1 + n] - blue_at_0.half().float()).abs().max() > 0.1  # not the clause from position 0
+    restarted = text_condition(texts[:1], TextLayout(L, clauses=True, continued=False))  # a format-6 run's layout
+    torch.testing.assert_close(restarted[0, 1 : 1 + n], torch.cat([red[0], blue_at_0]).half().float(), atol=2e-3, rtol=0)
     assert not c[0, 1 + n :].any()
     # unmixed: "red" encoded in its own clause no longer carries "blue square"; in one piece it does
     red_alone = encoder.encode_tokens(["a red circle"])[1][0][2]
-    tied = text_condition(["a red circle above a blue square"], L)[0, 3]  # [CLS] a red ...: row 1 + 2
+    tied = text_condition(["a red circle above a blue square"], TextLayout(L))[0, 3]  # [CLS] a red ...: row 1 + 2
     assert torch.nn.functional.cosine_similarity(c[0, 3], red_alone.half().float(), dim=0) > 0.999
     assert torch.nn.functional.cosine_similarity(tied, red_alone, dim=0) < 0.99
 
@@ -284,7 +288,7 @@ def test_a_clause_shared_by_captions_at_the_same_place_is_encoded_once(encoder, 
     real = type(encoder).encode_tokens
     monkeypatch.setattr(type(encoder), "encode_tokens",
                         lambda self, t, *a, **k: calls.append(list(t)) or real(self, t, *a, **k))
-    _, states = token_states(texts, split=True)
+    _, states = token_states(texts, CLAUSES)
     assert calls[1] == ["a red circle", "above a blue square", "below a green star", "a big red circle",
                         "above a blue square"]  # the last at start 6, after "a big red circle"
     assert torch.equal(states[0][:5], states[1][:5])
@@ -294,25 +298,29 @@ def test_a_clause_shared_by_captions_at_the_same_place_is_encoded_once(encoder, 
 
 
 def test_the_clause_bank_is_cached_apart_and_matches_typed_prompts(tmp_path, encoder, monkeypatch):
-    """Training's bank with clauses gives the condition a typed prompt gets with clauses, bit for bit; its token
-    cache is a file of its own (the bank without clauses is not read for it), read back on the second build."""
+    """Training's bank with clauses gives the condition a typed prompt gets with clauses, bit for bit; the token
+    cache of each layout is a file of its own (whole captions, format 6's clauses and format 7's are never read for
+    one another), read back on the second build."""
     from ddpm.data.dataset import ImageData
     from ddpm.text.bank import build_caption_bank
     from ddpm.text.condition import text_condition
 
     captions = [["a red square above a blue circle"], ["a green star"]]
     data = ImageData(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], captions=captions)
-    plain = build_caption_bank(data, tmp_path, text_tokens=L)
-    split = build_caption_bank(data, tmp_path, text_tokens=L, split_clauses=True)
+    plain = build_caption_bank(data, tmp_path, TextLayout(L))
+    restarted = build_caption_bank(data, tmp_path, TextLayout(L, clauses=True, continued=False))
+    split = build_caption_bank(data, tmp_path, CLAUSES)
     files = sorted(p.name for p in (tmp_path / "text").iterdir())
-    assert len(files) == 2 and sum("-clauses-pos-tokens" in f for f in files) == 1
-    typed = text_condition(split.texts, L, split_clauses=True)
+    assert len(files) == 3 and [sum(f.endswith(tag) for f in files) for tag in
+                                ("-clauses-pos-tokens.safetensors", "-clauses-tokens.safetensors")] == [1, 1]
+    assert not torch.equal(restarted.condition([0]), split.condition([0]))
+    typed = text_condition(split.texts, CLAUSES)
     assert torch.equal(split.condition([0, 1]), typed)
     assert not torch.equal(plain.condition([0]), typed[:1]) and torch.equal(plain.condition([1]), typed[1:])
     import ddpm.text.encoder as minilm
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
-    assert torch.equal(build_caption_bank(data, tmp_path, text_tokens=L, split_clauses=True).condition([0, 1]), typed)
+    assert torch.equal(build_caption_bank(data, tmp_path, CLAUSES).condition([0, 1]), typed)
 
 
 @pytest.mark.parametrize("positions", [False, True])

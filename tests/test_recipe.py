@@ -205,7 +205,7 @@ def test_a_format_1_config_without_the_changed_keys_means_the_old_defaults():
     c = RunConfig.from_dict(d)
     assert (c.diffusion.schedule, c.diffusion.prediction, c.diffusion.loss_weighting) == ("linear", "eps", "none")
     assert (c.train.lr, c.train.warmup(), c.train.lr_schedule, c.train.ema_decay) == (2e-4, 100, "constant", 0.999)
-    assert RunConfig().format_version == FORMAT_VERSION == 6
+    assert RunConfig().format_version == FORMAT_VERSION == 7
     d2 = RunConfig().to_dict()
     del d2["diffusion"]["schedule"]
     assert RunConfig.from_dict(d2).diffusion.schedule == "cosine"  # today's format without the key: today's default
@@ -273,6 +273,24 @@ def test_a_text_model_from_before_format_6_encodes_each_caption_in_one_piece(ver
     args = build_parser().parse_args(["train", "--data", "builtin:shapes-text", "--out", "run", "--no-text-clauses"])
     assert flags_table(args)["model"]["text_clauses"] is False
     assert resolve_config(flags_table(args)).config.model.text_clauses is False
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+def test_a_text_model_from_before_format_7_starts_every_clause_at_position_0(version):
+    """A run of format 6 (clauses, no clause_positions key) keeps encoding each clause from BERT position 0, as it
+    was trained; format 7 without the key continues the positions, and --no-clause-positions restarts them."""
+    from ddpm.text.condition import TextLayout
+
+    d = RunConfig().to_dict()
+    d["format_version"] = version
+    del d["model"]["clause_positions"]
+    old = RunConfig.from_dict(d).model
+    assert old.clause_positions is False
+    assert TextLayout.of(old) == TextLayout(32, clauses=True, continued=False)
+    d["format_version"] = 7
+    assert TextLayout.of(RunConfig.from_dict(d).model) == TextLayout(32, clauses=True, continued=True)
+    args = build_parser().parse_args(["train", "--data", "builtin:shapes-text", "--out", "run", "--no-clause-positions"])
+    assert resolve_config(flags_table(args)).config.model.clause_positions is False
 
 
 def test_text_models_get_the_min_snr_floor_and_class_models_do_not(tmp_path):

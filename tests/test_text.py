@@ -19,6 +19,7 @@ from ddpm.diffusion.guidance import NegativeAsNull, drop_condition, guided_eps
 from ddpm.diffusion.sampling import SamplingConfig
 from ddpm.network.unet import UNet
 from ddpm.text.captions import article, class_captions, plural
+from ddpm.text.condition import TextLayout
 from ddpm.text.prompts import FAR_THRESHOLD, FarPrompt, clean_prompt, match_classes, read_prompts_file
 
 BUILTIN = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -378,8 +379,8 @@ def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, 
 
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     cached, tokens, offsets = embed_texts(["a red square", "something red", "a blue square", "something blue"],
-                                          text_run[1], with_tokens=True, split_clauses=True)  # the defaults:
-    # the run attends to tokens, clause by clause (format 6)
+                                          text_run[1], TextLayout(32, clauses=True, continued=True))  # the
+    # defaults: the run attends to tokens, clause by clause, positions continued (format 7)
     assert cached.shape == (4, 384) and len(offsets) == 5 and tokens.shape == (int(offsets[-1]), 384)
 
 
@@ -395,7 +396,7 @@ def test_prompts_are_matched_to_a_text_runs_captions_without_embedding_them_agai
 
     captions = ["a red square", "something red", "a blue square", "something blue", "a green circle"]
     monkeypatch.setenv("DDPM_CACHE_DIR", str(tmp_path))
-    emb, _, _ = embed_texts(captions, with_tokens=True)  # what training writes
+    emb, _, _ = embed_texts(captions, layout=TextLayout(32))  # what training writes
     monkeypatch.setattr(minilm, "load_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder called")))
     monkeypatch.setattr(prompts_module, "_ANCHOR_CACHE", {})
     torch.testing.assert_close(embed_texts(captions)[0], emb, atol=0, rtol=0)

@@ -44,6 +44,7 @@ from ddpm.diffusion.sampling import (
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
 from ddpm.text.captions import class_captions
+from ddpm.text.condition import TextLayout
 from ddpm.text.prompts import (
     PromptRow,
     Vocabulary,
@@ -158,7 +159,7 @@ class TrainedModel:
     def vocabulary(self) -> Vocabulary:
         m = self.config.model
         return Vocabulary(self.conditioning, self.class_names, self.config.data.aliases, self.run_captions,
-                          m.text_tokens, m.text_clauses)
+                          TextLayout.of(m))
 
     def class_ids(self, classes: ClassSpec | Sequence[ClassSpec] | None) -> list[int]:
         """None means every class in order."""
@@ -258,8 +259,7 @@ class TrainedModel:
         (N, classes + 1) weights over a class model's table (`class_mixture`), which interpolation mixes."""
         config = self.effective_sampling((sampling or SamplingConfig()).with_options(**options))
         if self.conditioning == "text" and cond.dim() == 1 and len(cond):
-            cond = class_prompt_embeddings(self.class_names, cond, self.config.model.text_tokens,
-                                           self.config.model.text_clauses)
+            cond = class_prompt_embeddings(self.class_names, cond, TextLayout.of(self.config.model))
         c = self.config.model
         if len(cond) == 0:
             return torch.empty(0, c.channels, c.image_size, c.image_size)

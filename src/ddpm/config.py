@@ -13,11 +13,12 @@ from ddpm.common.files import write_text_atomic
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import INT64_MAX, finite, json_value
 
-FORMAT_VERSION = 6  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
+FORMAT_VERSION = 7  # 2: the measured recipe became the default (cosine, v, min-SNR, cosine LR, power EMA);
 # 3: text models attend to the caption's token states (model.text_tokens); 4: their cross-attention queries carry
 # their place in the picture (model.cross_positions); 5: with tokens, the sentence embedding no longer conditions by
 # FiLM (model.sentence_film), and text models train with a min-SNR floor (resolve.py; docs/text.md); 6: each clause
-# of a caption is encoded on its own (model.text_clauses; text/condition.py)
+# of a caption is encoded on its own (model.text_clauses; text/condition.py); 7: each clause's BERT positions continue
+# where the previous clause ended (model.clause_positions)
 CONFIG_NAME = "config.json"  # the RunConfig in a run directory
 CONDITIONINGS = ("class", "text", "none")
 SCHEDULES = ("linear", "cosine")
@@ -47,16 +48,22 @@ MAX_TEXT_TOKENS = 256  # the text encoder reads at most 256 tokens (text/encoder
 # sentence embedding only. Formats 1-3 had no cross_positions: their queries had no position code. Formats 1-4 had
 # no sentence_film: a text model fed its sentence embedding by FiLM; nor min_snr_floor: none trained with a floor
 # (named here so that `ddpm train --config OLD/config.json`, or resuming an old run, keeps it off). Formats 1-5 had
-# no text_clauses: a caption was encoded as one sentence.
+# no text_clauses: a caption was encoded as one sentence. Format 6 had no clause_positions: each clause started again
+# at position 0.
 LEGACY_DEFAULTS = {1: {"diffusion": {"schedule": "linear", "prediction": "eps", "loss_weighting": "none", "min_snr_floor": 0.0},
                        "train": {"lr": 2e-4, "warmup_steps": 100, "lr_schedule": "constant", "ema_decay": 0.999},
-                       "model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True, "text_clauses": False}},
-                   2: {"model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True, "text_clauses": False},
+                       "model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True, "text_clauses": False,
+                                 "clause_positions": False}},
+                   2: {"model": {"text_tokens": 0, "cross_positions": False, "sentence_film": True, "text_clauses": False,
+                                 "clause_positions": False},
                        "diffusion": {"min_snr_floor": 0.0}},
-                   3: {"model": {"cross_positions": False, "sentence_film": True, "text_clauses": False},
+                   3: {"model": {"cross_positions": False, "sentence_film": True, "text_clauses": False,
+                                 "clause_positions": False},
                        "diffusion": {"min_snr_floor": 0.0}},
-                   4: {"model": {"sentence_film": True, "text_clauses": False}, "diffusion": {"min_snr_floor": 0.0}},
-                   5: {"model": {"text_clauses": False}}}
+                   4: {"model": {"sentence_film": True, "text_clauses": False, "clause_positions": False},
+                       "diffusion": {"min_snr_floor": 0.0}},
+                   5: {"model": {"text_clauses": False, "clause_positions": False}},
+                   6: {"model": {"clause_positions": False}}}
 
 
 # ---- one check per field: (value) -> None, or what was expected. Used for config files, flags and the API alike.
@@ -191,6 +198,9 @@ class ModelConfig:
     # with text_tokens: a caption's clauses ("a red circle" | "above a blue square") are encoded one by one and their
     # token states concatenated, so no word's state mixes in the other object's words (format 6; text/condition.py)
     text_clauses: bool = spec(True, _flag)
+    # with text_clauses: each clause's BERT position ids continue where the previous clause ended, so a clause's
+    # states still say where in the caption it stands (format 7; format 6 started every clause at 0)
+    clause_positions: bool = spec(True, _flag)
 
     def validate(self) -> None:
         check_section(self)

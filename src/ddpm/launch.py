@@ -19,6 +19,7 @@ from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.network.unet import UNet
 from ddpm.runtime.distributed import World, broadcast_object, init, shutdown
 from ddpm.text.bank import build_caption_bank
+from ddpm.text.condition import TextLayout
 from ddpm.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ddpm.training.loop import train
 from ddpm.training.watch import Evaluator
@@ -101,7 +102,7 @@ def _train_in_world(config: RunConfig, out: Path, device: torch.device, progress
     text = None
     if config.model.cond == "text":
         text = build_caption_bank(data, Path(cache_dir).expanduser() if cache_dir else None,
-                                  config.model.text_tokens, config.model.text_clauses)
+                                  TextLayout.of(config.model))
     state = train(config, data, out, device=device, progress=progress, world=world, resume=snap, text=text,
                   evaluator=evaluator if world.is_main else None)
     schedule = NoiseSchedule.create(config.diffusion.schedule, config.diffusion.num_steps)

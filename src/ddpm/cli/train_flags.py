@@ -99,6 +99,8 @@ TRAIN_FLAGS: list[Flag] = [
        "every block by FiLM (as configs before format 5 did; docs/text.md)", const=True),
     _f("--no-text-clauses", "model.text_clauses", "text models with tokens: encode each caption in one piece "
        "instead of clause by clause (as configs before format 6; docs/text.md)", const=False),
+    _f("--no-clause-positions", "model.clause_positions", "text models with clauses: start every clause at BERT "
+       "position 0 (as format 6 did; docs/text.md)", const=False),
     _f("--grad-checkpointing", "model.checkpointing", "recompute activations in backward: less memory, about 1/3 "
        "more compute", const=True),
     _f("--schedule", "diffusion.schedule", f"noise schedule (default: {_D.schedule})", choices=SCHEDULES),

@@ -7,7 +7,7 @@ from templates over the class name and its aliases (captions.py). Each unique ca
 so a second run on the same data (or another rank) loads instead of encoding. A model that attends to tokens
 (config.model.text_tokens > 0) also keeps every caption's token states, ragged (captions differ in length):
     tokens  (sum of L_u, 384) float16, caption u's rows at offsets[u] : offsets[u + 1]
-(of the caption's clauses encoded apart, with config.model.text_clauses: text/condition.py; a file of its own)
+(of the caption's clauses encoded apart with a model's TextLayout's clauses, text/condition.py: a file of its own)
 and its condition is packed at pick time (text/condition.py). At each training step image i takes caption
 per_image[i][k] with k drawn from that sample's own generator (training.draw_batch).
 """
@@ -26,7 +26,7 @@ from ddpm.common.files import UnreadableFile, read_safetensors, write_safetensor
 from ddpm.data.cache import default_cache_dir
 from ddpm.data.dataset import ImageData
 from ddpm.text.captions import class_captions
-from ddpm.text.condition import pack, token_states
+from ddpm.text.condition import TextLayout, pack, token_states
 
 
 @dataclass
@@ -66,22 +66,20 @@ def image_captions(data: ImageData) -> list[list[str]]:
     return [[c.strip() for c in caps if c.strip()] or by_class[label] for caps, label in zip(own, labels)]
 
 
-def embed_texts(texts: list[str], cache_dir: Path | None = None, with_tokens: bool = False,
-                split_clauses: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(len(texts), 384) embeddings and, `with_tokens`, the ragged token states (float16) and their offsets (of
-    each text's clauses encoded apart, `split_clauses`); read from the disk cache when this exact list was embedded
-    before."""
+def embed_texts(texts: list[str], cache_dir: Path | None = None,
+                layout: TextLayout = TextLayout()) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(len(texts), 384) embeddings and, when `layout.tokens`, the ragged token states (float16) of that layout
+    and their offsets; read from the disk cache when this exact list was embedded before."""
     from ddpm.text.encoder import ENCODER_ID, load_encoder
 
     key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:32]
     folder = (cache_dir or default_cache_dir()) / "text"
-    tokens_files = {split: folder / f"{ENCODER_ID}-{key}{'-clauses-pos' if split else ''}-tokens.safetensors"
-                    for split in (False, True)}
-    path = tokens_files[split_clauses] if with_tokens else folder / f"{ENCODER_ID}-{key}.safetensors"
+    with_tokens = layout.tokens > 0
+    path = folder / f"{ENCODER_ID}-{key}{layout.tag + '-tokens' if with_tokens else ''}.safetensors"
     # the embeddings alone (the whole texts' either way) are also in the tokens files of the same list (a text run's
     # captions, embedded while training, when `ddpm sample` compares prompts with them): read one rather than run
     # the encoder again
-    readable = [path] if with_tokens else [path, *tokens_files.values()]
+    readable = [path] if with_tokens else [path, *sorted(folder.glob(f"{ENCODER_ID}-{key}*-tokens.safetensors"))]
     for found in (p for p in readable if p.is_file()):
         try:
             t = read_safetensors(found)[0]
@@ -95,7 +93,7 @@ def embed_texts(texts: list[str], cache_dir: Path | None = None, with_tokens: bo
             pass
     tensors: dict[str, torch.Tensor]
     if with_tokens:
-        emb, states = token_states(texts, split_clauses)
+        emb, states = token_states(texts, layout)
         offsets = torch.tensor([0] + [len(s) for s in states]).cumsum(0)
         tokens = torch.cat(states).half() if states else torch.empty(0, emb.shape[1], dtype=torch.half)
         tensors = {"embeddings": emb, "tokens": tokens, "offsets": offsets}
@@ -110,15 +108,16 @@ def embed_texts(texts: list[str], cache_dir: Path | None = None, with_tokens: bo
     return emb, tensors.get("tokens"), tensors.get("offsets")
 
 
-def build_caption_bank(data: ImageData, cache_dir: Path | None = None, text_tokens: int = 0,
-                       split_clauses: bool = False) -> CaptionBank:
-    """Captions of every image of `data` and their embeddings (see the module doc); `text_tokens` and
-    `split_clauses`: the model's config.model.text_tokens and text_clauses."""
+def build_caption_bank(data: ImageData, cache_dir: Path | None = None,
+                       layout: TextLayout = TextLayout()) -> CaptionBank:
+    """Captions of every image of `data` and their embeddings (see the module doc), made as the model's `layout`
+    says (TextLayout.of(config.model))."""
     captions = image_captions(data)
     index: dict[str, int] = {}
     per_image = [[index.setdefault(c, len(index)) for c in caps] for caps in captions]
     texts = list(index)
-    emb, tokens, offsets = embed_texts(texts, cache_dir, with_tokens=text_tokens > 0, split_clauses=split_clauses)
+    emb, tokens, offsets = embed_texts(texts, cache_dir, layout)
+    text_tokens = layout.tokens
     if offsets is not None:
         long = int(((offsets[1:] - offsets[:-1]) > text_tokens).sum())
         if long:

@@ -26,6 +26,7 @@ from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer
 from ddpm.text.captions import article, class_captions
+from ddpm.text.condition import TextLayout
 
 FAR_THRESHOLD = 0.5
 MAX_PROMPT_CHARS = 10_000  # longer prompts are refused: the encoder reads at most 256 tokens (~1,000 characters)
@@ -226,8 +227,7 @@ class Vocabulary:
     class_names: list[str]
     aliases: dict[str, list[str]]
     captions: Callable[[], list[str]]
-    text_tokens: int = 0  # a text model's config.model.text_tokens: the layout of its condition (text/condition.py)
-    text_clauses: bool = False  # its config.model.text_clauses: token states of each clause apart (text/condition.py)
+    layout: TextLayout = TextLayout()  # a text model's: how its condition is made from a text (text/condition.py)
 
 
 def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = False) -> tuple[torch.Tensor, list[PromptRow]]:
@@ -243,7 +243,7 @@ def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = Fa
     if known.conditioning == "text":
         from ddpm.text.condition import text_condition
 
-        cond = text_condition(prompts, known.text_tokens, known.text_clauses)  # (P, 384) or (P, 1 + L, 384)
+        cond = text_condition(prompts, known.layout)  # (P, 384) or (P, 1 + L, 384)
         matches = Matcher.for_captions(known.captions()).match(prompts, cond if cond.dim() == 2 else cond[:, 0])
         report_far(matches, strict)
         return cond, [PromptRow(m.prompt, "text", m.prompt, m.similarity, m.nearest, m.far) for m in matches]
@@ -280,11 +280,10 @@ def resolve_negative(negative: str, known: Vocabulary, strict: bool = False,
     return cond[0], row
 
 
-def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor, text_tokens: int = 0,
-                            split_clauses: bool = False) -> torch.Tensor:
+def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor, layout: TextLayout) -> torch.Tensor:
     """(N,) class ids -> the text conditions of "a <class name>" (how a text model trained on class folders is asked
-    for a class): (N, 384) or (N, 1 + text_tokens, 384)."""
+    for a class): (N, 384) or (N, 1 + layout.tokens, 384)."""
     from ddpm.text.condition import text_condition
 
     names = [article(n) for n in class_names]
-    return text_condition(names, text_tokens, split_clauses)[ids]  # (classes, ...) -> (N, ...)
+    return text_condition(names, layout)[ids]  # (classes, ...) -> (N, ...)
