@@ -7,7 +7,7 @@ from templates over the class name and its aliases (captions.py). Each unique ca
 so a second run on the same data (or another rank) loads instead of encoding. A model that attends to tokens
 (config.model.text_tokens > 0) also keeps every caption's token states, ragged (captions differ in length):
     tokens  (sum of L_u, 384) float16, caption u's rows at offsets[u] : offsets[u + 1]
-(of the caption's clauses encoded apart with a model's TextLayout's clauses, text/condition.py: a file of its own)
+(made as the model's TextLayout says, e.g. clause by clause: text/condition.py; each layout in a file of its own)
 and its condition is packed at pick time (text/condition.py). At each training step image i takes caption
 per_image[i][k] with k drawn from that sample's own generator (training.draw_batch).
 """
