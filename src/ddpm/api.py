@@ -157,9 +157,8 @@ class TrainedModel:
 
     @property
     def vocabulary(self) -> Vocabulary:
-        m = self.config.model
         return Vocabulary(self.conditioning, self.class_names, self.config.data.aliases, self.run_captions,
-                          TextLayout.of(m))
+                          TextLayout.of(self.config.model))
 
     def class_ids(self, classes: ClassSpec | Sequence[ClassSpec] | None) -> list[int]:
         """None means every class in order."""

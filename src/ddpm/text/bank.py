@@ -117,12 +117,11 @@ def build_caption_bank(data: ImageData, cache_dir: Path | None = None,
     per_image = [[index.setdefault(c, len(index)) for c in caps] for caps in captions]
     texts = list(index)
     emb, tokens, offsets = embed_texts(texts, cache_dir, layout)
-    text_tokens = layout.tokens
     if offsets is not None:
-        long = int(((offsets[1:] - offsets[:-1]) > text_tokens).sum())
+        long = int(((offsets[1:] - offsets[:-1]) > layout.tokens).sum())
         if long:
             from ddpm.text.encoder import PromptTruncated
 
-            warnings.warn(f"{long:,} of {len(texts):,} captions have more than {text_tokens} tokens; the model attends "
-                          f"to their first {text_tokens} (raise --text-tokens to see more)", PromptTruncated)
-    return CaptionBank(texts, emb, per_image, text_tokens, tokens, offsets)
+            warnings.warn(f"{long:,} of {len(texts):,} captions have more than {layout.tokens} tokens; the model "
+                          f"attends to their first {layout.tokens} (raise --text-tokens to see more)", PromptTruncated)
+    return CaptionBank(texts, emb, per_image, layout.tokens, tokens, offsets)

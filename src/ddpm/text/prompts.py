@@ -26,7 +26,7 @@ from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
 from ddpm.common.parse import ascii_integer
 from ddpm.text.captions import article, class_captions
-from ddpm.text.condition import TextLayout
+from ddpm.text.condition import TextLayout, text_condition
 
 FAR_THRESHOLD = 0.5
 MAX_PROMPT_CHARS = 10_000  # longer prompts are refused: the encoder reads at most 256 tokens (~1,000 characters)
@@ -241,8 +241,6 @@ def resolve_prompts(prompts: Sequence[str], known: Vocabulary, strict: bool = Fa
         rows = [PromptRow(m.prompt, "class", m.name, m.similarity, m.nearest, m.far) for m in matches]
         return torch.tensor([m.index for m in matches], dtype=torch.long), rows
     if known.conditioning == "text":
-        from ddpm.text.condition import text_condition
-
         cond = text_condition(prompts, known.layout)  # (P, 384) or (P, 1 + L, 384)
         matches = Matcher.for_captions(known.captions()).match(prompts, cond if cond.dim() == 2 else cond[:, 0])
         report_far(matches, strict)
@@ -283,7 +281,4 @@ def resolve_negative(negative: str, known: Vocabulary, strict: bool = False,
 def class_prompt_embeddings(class_names: Sequence[str], ids: torch.Tensor, layout: TextLayout) -> torch.Tensor:
     """(N,) class ids -> the text conditions of "a <class name>" (how a text model trained on class folders is asked
     for a class): (N, 384) or (N, 1 + layout.tokens, 384)."""
-    from ddpm.text.condition import text_condition
-
-    names = [article(n) for n in class_names]
-    return text_condition(names, layout)[ids]  # (classes, ...) -> (N, ...)
+    return text_condition([article(n) for n in class_names], layout)[ids]  # (classes, ...) -> (N, ...)
