@@ -293,25 +293,36 @@ def test_a_text_model_from_before_format_7_starts_every_clause_at_position_0(ver
     assert resolve_config(flags_table(args)).config.model.clause_positions is False
 
 
-def test_text_models_get_the_min_snr_floor_and_class_models_do_not(tmp_path):
-    """`ddpm train` gives a text model with v-prediction the floor (and says so); a class model, an eps text model
-    and a floor set by hand keep theirs; an older run's config.json (format 4, no floor key) continues without one."""
-    from ddpm.config import TEXT_MIN_SNR_FLOOR
+def test_text_models_get_the_min_snr_floor_and_gamma_and_class_models_do_not(tmp_path):
+    """`ddpm train` gives a text model with v-prediction the floor and the low gamma (and says so); a class model,
+    an eps text model and a floor or gamma set by hand keep theirs; an older run's config.json (format 4, no floor
+    key; gamma 5 written as every config writes its gamma) continues without a floor and at gamma 5."""
+    from ddpm.config import TEXT_MIN_SNR_FLOOR, TEXT_MIN_SNR_GAMMA
 
     text = resolve_config({"data": {"source": "builtin:shapes-text"}})
     assert text.config.diffusion.min_snr_floor == TEXT_MIN_SNR_FLOOR > 0
-    assert any("floor" in note for note in text.notes)
-    assert resolve_config({}).config.diffusion.min_snr_floor == 0  # the built-in class set
+    assert text.config.diffusion.min_snr_gamma == TEXT_MIN_SNR_GAMMA == 2
+    assert any("clip(SNR, 0.05, 2)" in note for note in text.notes)
+    plain = resolve_config({}).config.diffusion  # the built-in class set
+    assert (plain.min_snr_floor, plain.min_snr_gamma) == (0, 5)
     eps = resolve_config({"data": {"source": "builtin:shapes-text"}, "diffusion": {"prediction": "eps"}})
-    assert eps.config.diffusion.min_snr_floor == 0
+    assert (eps.config.diffusion.min_snr_floor, eps.config.diffusion.min_snr_gamma) == (0, 5)
     mine = resolve_config({"data": {"source": "builtin:shapes-text"}, "diffusion": {"min_snr_floor": 0.2}})
-    assert mine.config.diffusion.min_snr_floor == 0.2
+    assert (mine.config.diffusion.min_snr_floor, mine.config.diffusion.min_snr_gamma) == (0.2, TEXT_MIN_SNR_GAMMA)
+    assert any("clip(SNR, 0.2, 2)" in note for note in mine.notes)
+    mine = resolve_config({"data": {"source": "builtin:shapes-text"}, "diffusion": {"min_snr_gamma": 5}})
+    assert (mine.config.diffusion.min_snr_floor, mine.config.diffusion.min_snr_gamma) == (TEXT_MIN_SNR_FLOOR, 5)
+    both = resolve_config({"data": {"source": "builtin:shapes-text"},
+                           "diffusion": {"min_snr_gamma": 3, "min_snr_floor": 0.1}})
+    assert not any("clip(SNR" in note for note in both.notes)  # nothing chosen for the user: nothing to say
     old = text.config.to_dict()
+    old["diffusion"]["min_snr_gamma"] = 5.0
     old["format_version"] = 4
     del old["diffusion"]["min_snr_floor"], old["model"]["sentence_film"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     again = resolve_config({"train": {"steps": 5}}, tmp_path / "config.json").config
     assert again.diffusion.min_snr_floor == 0 and again.model.sentence_film is True
+    assert again.diffusion.min_snr_gamma == 5
 
 
 def test_a_floor_on_eps_is_refused_in_one_line(capsys):

@@ -221,8 +221,9 @@ class DiffusionConfig:
     loss_weighting: str = spec("min-snr", _choice(*LOSS_WEIGHTINGS))  # min-snr: Hang et al. 2023, gamma below
     prediction: str = spec("v", _choice(*PREDICTIONS))  # what the network predicts (diffusion/forward.py)
     min_snr_gamma: float = spec(5.0, _real(0, open_lo=True))
-    # min-snr: w_x0 = clip(SNR, floor, gamma); a floor > 0 trains the highest-noise steps (v only). 0 here;
-    # `ddpm train` gives text models with v-prediction TEXT_MIN_SNR_FLOOR (resolve.py) since format 5
+    # min-snr: w_x0 = clip(SNR, floor, gamma); a floor > 0 trains the highest-noise steps (v only). 5 and 0 here;
+    # `ddpm train` gives text models with v-prediction TEXT_MIN_SNR_FLOOR (resolve.py) since format 5 and
+    # TEXT_MIN_SNR_GAMMA since 2026-12-07 (every config.json holds its gamma, so older runs keep theirs)
     min_snr_floor: float = spec(0.0, _real(0))
     cond_drop_prob: float = spec(0.1, _real(0, 1))  # classifier-free guidance: P(condition -> null) in training
 
@@ -233,6 +234,8 @@ class DiffusionConfig:
 
 
 TEXT_MIN_SNR_FLOOR = 0.05  # measured on builtin:shapes-text (docs/text.md, "When the colours are placed")
+TEXT_MIN_SNR_GAMMA = 2.0  # the same: less weight on the fine detail of low noise, so the shapes come sooner
+# (docs/text.md, "Less weight on fine detail")
 
 
 def x0_weight_floor(weighting: str, floor: float) -> float:

@@ -5,7 +5,8 @@ Precedence, later wins:
   < the preset (presets.py; `tiny` for the built-in sets, else `base` on a GPU and `small` on a CPU)
   < the data's shape (data/probe.py: colour or grey, image size; text conditioning for the captioned
     builtin:shapes-text), unless the user set it
-  < for a text model with v-prediction and min-SNR: a min-SNR floor (config.TEXT_MIN_SNR_FLOOR), unless set
+  < for a text model with v-prediction and min-SNR: a min-SNR floor and gamma (config.TEXT_MIN_SNR_FLOOR and
+    TEXT_MIN_SNR_GAMMA), each unless set
   < the config file (`--config`, TOML or JSON; a run's config.json is one); a preset it names sits just below it
   < the flags; a preset they name (`--model`) sits just below them, above the file's model keys
 Every value the user gives is checked by its config field's one check (config.check_value); an error names the
@@ -22,8 +23,8 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
-from ddpm.config import (FORMAT_VERSION, SECTIONS, TEXT_MIN_SNR_FLOOR, DataConfig, RunConfig, check_value,
-                         read_config_file, with_format_defaults)
+from ddpm.config import (FORMAT_VERSION, SECTIONS, TEXT_MIN_SNR_FLOOR, TEXT_MIN_SNR_GAMMA, DataConfig, RunConfig,
+                         check_value, read_config_file, with_format_defaults)
 from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.data.probe import probe_shape
 from ddpm.presets import PRESETS, preset_fields
@@ -89,10 +90,16 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
             _merge(merged, preset_fields(table[PRESET_KEY], size))
         _merge(merged, {k: v for k, v in table.items() if k not in (PRESET_KEY, "format_version")})
     text_v = merged["model"]["cond"] == "text" and merged["diffusion"]["prediction"] == "v"
-    if text_v and merged["diffusion"]["loss_weighting"] == "min-snr" and "diffusion.min_snr_floor" not in given:
-        merged["diffusion"]["min_snr_floor"] = TEXT_MIN_SNR_FLOOR  # where a text model places what it draws
-        notes.append(f"loss: min-SNR with a floor of {TEXT_MIN_SNR_FLOOR} at high noise (a text model learns there "
-                     "where the caption puts things; docs/text.md; --min-snr-floor 0 to change)")
+    if text_v and merged["diffusion"]["loss_weighting"] == "min-snr":
+        text_loss = {"min_snr_floor": TEXT_MIN_SNR_FLOOR,  # where a text model places what it draws
+                     "min_snr_gamma": TEXT_MIN_SNR_GAMMA}  # less weight on fine detail: the shapes come sooner
+        chosen = {k: v for k, v in text_loss.items() if f"diffusion.{k}" not in given}
+        merged["diffusion"].update(chosen)
+        if chosen:
+            d = merged["diffusion"]
+            notes.append(f"loss: min-SNR clip(SNR, {d['min_snr_floor']:g}, {d['min_snr_gamma']:g}) for a text model "
+                         "(the floor trains the high noise where the caption places things, the low gamma the shapes; "
+                         "docs/text.md; --min-snr-floor, --min-snr-gamma to change)")
     try:
         config = RunConfig.from_dict(merged)
     except ValueError as e:

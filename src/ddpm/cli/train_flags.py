@@ -21,6 +21,7 @@ from ddpm.config import (
     PREDICTIONS,
     SCHEDULES,
     TEXT_MIN_SNR_FLOOR,
+    TEXT_MIN_SNR_GAMMA,
     DataConfig,
     DiffusionConfig,
     ModelConfig,
@@ -110,7 +111,8 @@ TRAIN_FLAGS: list[Flag] = [
     _f("--loss-weighting", "diffusion.loss_weighting", "weight on the loss per step; trunc-min-snr (v only) trades "
        f"shape for layout, docs/text.md (default: {_D.loss_weighting})",
        choices=LOSS_WEIGHTINGS),
-    _f("--min-snr-gamma", "diffusion.min_snr_gamma", f"gamma of min-SNR weighting (default: {_D.min_snr_gamma})", number),
+    _f("--min-snr-gamma", "diffusion.min_snr_gamma", "gamma of min-SNR weighting, the most weight of a step on the x0 "
+       f"error (default: {TEXT_MIN_SNR_GAMMA:g} for text models, else {_D.min_snr_gamma:g})", number),
     _f("--min-snr-floor", "diffusion.min_snr_floor", "least weight of a min-SNR step on the x0 error, so the "
        f"highest-noise steps train (v only; default: {TEXT_MIN_SNR_FLOOR} for text models, else "
        f"{_D.min_snr_floor:g})", number),
