@@ -4,10 +4,15 @@
     PYTHONPATH=src .venv/bin/python bench/ema_policy.py --out /work/bench-out/ema              # the demo recipe
     PYTHONPATH=src .venv/bin/python bench/ema_policy.py --recipe old --out /work/bench-out/old  # the old defaults
     PYTHONPATH=src .venv/bin/python bench/ema_policy.py --half-life                          # the table only
+    PYTHONPATH=src .venv/bin/python bench/ema_policy.py --recipe text --seed 3 --sigmas 0.05 0.1 0.2 --fixed 0 \
+        --out /work/bench-out/ema-text-s3      # the text demo; then bench/text_faithfulness.py on each policy folder
 
 Recipes (both: demo_config()'s 1.19M-parameter UNet, 28x28x1, builtin:animal-shapes, 1,000 steps of 64 images):
   demo  demo_config() with train.ema_decay = None, so the run's own EMA is the power EMA at ema_rel_std 0.10
         (cosine schedule, v-prediction, min-SNR-5, lr 2e-3, 50 warm-up steps, cosine LR decay)
+  text  text_demo_config(): what `ddpm train --data builtin:shapes-text` resolves to (32x32x3, tokens through
+        cross-attention, min-SNR clip(SNR, 0.05, 2), lr 1.4e-3; `--lr 2e-3` for the text runs of before
+        config.TEXT_LR_SCALE), power EMA at 0.10 as resolved
   old   the defaults before config format 2 (config.LEGACY_DEFAULTS[1]): linear schedule, eps-prediction, no loss
         weighting, lr 2e-4 constant after 100 warm-up steps, fixed EMA decay 0.999
 
@@ -38,6 +43,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -47,7 +53,7 @@ from pathlib import Path
 import torch
 
 from ddpm.config import LEGACY_DEFAULTS, RunConfig
-from ddpm.demo import demo_config
+from ddpm.demo import demo_config, text_demo_config
 from ddpm.launch import train_run
 from ddpm.network.unet import UNet
 from ddpm.training import step as step_module
@@ -58,21 +64,24 @@ SIGMAS = (0.05, 0.10, 0.15, 0.20)
 FIXED = (0.995, 0.999)
 
 
-def policies() -> dict[str, Callable[[int], float]]:
-    """name -> decay of the update after optimiser step `step` (0-based), computed by the library's functions."""
+def policies(sigmas: tuple[float, ...] = SIGMAS, fixed: tuple[float, ...] = FIXED) -> dict[str, Callable[[int], float]]:
+    """name -> decay of the update after optimiser step `step` (0-based), computed by the library's functions
+    (fixed-0 is the raw weights: decay 0 copies them at every step)."""
     table: dict[str, Callable[[int], float]] = {}
-    for s in SIGMAS:  # ema_decay_for(step, None, s) with gamma solved once (the hook checks they agree)
+    for s in sigmas:  # ema_decay_for(step, None, s) with gamma solved once (the hook checks they agree)
         g = power_ema_gamma(s)
         table[f"power-{s:.2f}"] = lambda step, g=g: (1 - 1 / (step + 1)) ** (g + 1)
-    for d in FIXED:
+    for d in fixed:
         table[f"fixed-{d:g}"] = lambda step, d=d: ema_decay_at(step, d)
     return table
 
 
 def make_config(recipe: str, steps: int, seed: int) -> RunConfig:
-    config = demo_config(steps)
+    config = text_demo_config(steps) if recipe == "text" else demo_config(steps)
     config.train.seed = seed
-    if recipe == "demo":
+    if recipe == "text":
+        pass  # as `ddpm train` resolves it, power EMA at ema_rel_std 0.10
+    elif recipe == "demo":
         config.train.ema_decay = None  # the power EMA at config.train.ema_rel_std
         config.train.ema_rel_std = 0.10
     elif recipe == "old":
@@ -211,8 +220,11 @@ def policy_config(config: RunConfig, name: str) -> RunConfig:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, help="a new folder (the run must start fresh)")
-    p.add_argument("--recipe", choices=("demo", "old"), default="demo")
+    p.add_argument("--recipe", choices=("demo", "old", "text"), default="demo")
+    p.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS), help="power EMA widths (sigma_rel)")
+    p.add_argument("--fixed", type=float, nargs="*", default=list(FIXED), help="fixed decays (0: the raw weights)")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, help="the peak learning rate instead of the recipe's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--half-life", action="store_true", help="print the half-life table and stop")
     p.add_argument("--quiet", action="store_true")
@@ -229,8 +241,12 @@ def main() -> int:
         p.error(f"{args.out} is not empty; the shadow EMAs need a fresh run")
 
     config = make_config(args.recipe, args.steps, args.seed)
+    if args.lr is not None:
+        config.train.lr = args.lr
     own = own_policy(config)
-    table = policies()
+    table = policies(tuple(args.sigmas), tuple(args.fixed))
+    if own not in table:
+        p.error(f"the run's own policy {own} must be among the shadows (the hook checks it)")
     run_dir = args.out / "run"
     print(f"recipe {args.recipe}: the run's EMA is {own}; shadows: {', '.join(table)}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -264,14 +280,16 @@ def main() -> int:
         c = policy_config(run_config, name)
         save_checkpoint(folder / CHECKPOINT_NAME, c, model, shadow, step)
         c.save(folder / "config.json")
+        if (run_dir / "captions.json").is_file():  # a text run's captions (the prompt vocabulary), as the run has them
+            shutil.copyfile(run_dir / "captions.json", folder / "captions.json")
         sd = shadow.state_dict()
         vec = torch.cat([sd[k].flatten().double() for k in raw])  # in raw's key order
         stats = profile_stats([table[name](s) for s in range(step)])
         result["policies"][name] = {"checkpoint": str(folder / CHECKPOINT_NAME), **stats,
                                     "rel_distance_to_raw": float((vec - raw_vec).norm() / raw_vec.norm())}
-    same = all(torch.equal(a, b) for a, b in zip(hook.shadows["fixed-0.995"].parameters(),
-                                                 hook.shadows["fixed-0.999"].parameters()))
-    result["fixed_0.995_equals_0.999"] = same
+    if {"fixed-0.995", "fixed-0.999"} <= set(hook.shadows):
+        result["fixed_0.995_equals_0.999"] = all(torch.equal(a, b) for a, b in zip(
+            hook.shadows["fixed-0.995"].parameters(), hook.shadows["fixed-0.999"].parameters()))
     result["half_lives"] = rows
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("half_lives", "config")}, indent=1))
