@@ -325,6 +325,29 @@ def test_text_models_get_the_min_snr_floor_and_gamma_and_class_models_do_not(tmp
     assert again.diffusion.min_snr_gamma == 5
 
 
+def test_text_models_train_at_a_lower_learning_rate_unless_one_is_given(tmp_path):
+    """`ddpm train` gives a text model 0.7 of its preset's learning rate (tiny 2e-3 -> 1.4e-3, small 1e-3 -> 7e-4)
+    and says so; a class model keeps the preset's; an lr given by flag or written in a run's config.json (every
+    config.json holds its lr, so older text runs continue at 2e-3) is kept, with nothing said."""
+    from ddpm.config import TEXT_LR_SCALE
+
+    assert TEXT_LR_SCALE == 0.7
+    text = resolve_config({"data": {"source": "builtin:shapes-text"}})
+    assert text.config.train.lr == pytest.approx(1.4e-3, rel=1e-12)
+    assert any(note.startswith("lr: 0.0014 for a text model (0.7 x the preset's 0.002") for note in text.notes)
+    assert resolve_config({}).config.train.lr == 2e-3  # the class demo: the tiny preset's
+    small = resolve_config({"preset": "small", "data": {"source": "builtin:shapes-text"}}).config.train.lr
+    assert small == pytest.approx(7e-4, rel=1e-12)
+    assert resolve_config({"model": {"cond": "text"}}).config.train.lr == pytest.approx(1.4e-3, rel=1e-12)
+    mine = resolve_config({"data": {"source": "builtin:shapes-text"}, "train": {"lr": 2e-3}})
+    assert mine.config.train.lr == 2e-3 and not any(note.startswith("lr:") for note in mine.notes)
+    old = text.config.to_dict()
+    old["train"]["lr"] = 2e-3  # a text run trained before the scale
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    again = resolve_config({"train": {"steps": 5}}, tmp_path / "config.json")
+    assert again.config.train.lr == 2e-3 and not any(note.startswith("lr:") for note in again.notes)
+
+
 def test_a_floor_on_eps_is_refused_in_one_line(capsys):
     with pytest.raises(ValueError, match="needs prediction v"):
         RunConfig.from_dict({"diffusion": {"prediction": "eps", "min_snr_floor": 0.05}})

@@ -236,6 +236,8 @@ class DiffusionConfig:
 TEXT_MIN_SNR_FLOOR = 0.05  # measured on builtin:shapes-text (docs/text.md, "When the colours are placed")
 TEXT_MIN_SNR_GAMMA = 2.0  # the same: less weight on the fine detail of low noise, so the shapes come sooner
 # (docs/text.md, "Less weight on fine detail")
+TEXT_LR_SCALE = 0.7  # text models train at this share of the preset's learning rate (tiny: 2e-3 -> 1.4e-3), given by
+# `ddpm train` unless --lr is (resolve.py; docs/text.md, "A lower learning rate for text models")
 
 
 def x0_weight_floor(weighting: str, floor: float) -> float:

@@ -6,7 +6,8 @@ Precedence, later wins:
   < the data's shape (data/probe.py: colour or grey, image size; text conditioning for the captioned
     builtin:shapes-text), unless the user set it
   < for a text model with v-prediction and min-SNR: a min-SNR floor and gamma (config.TEXT_MIN_SNR_FLOOR and
-    TEXT_MIN_SNR_GAMMA), each unless set
+    TEXT_MIN_SNR_GAMMA), each unless set; for any text model, config.TEXT_LR_SCALE of the preset's learning rate,
+    unless the learning rate is set
   < the config file (`--config`, TOML or JSON; a run's config.json is one); a preset it names sits just below it
   < the flags; a preset they name (`--model`) sits just below them, above the file's model keys
 Every value the user gives is checked by its config field's one check (config.check_value); an error names the
@@ -23,8 +24,8 @@ import torch
 
 from ddpm.common.errors import UserError
 from ddpm.common.ostext import as_text
-from ddpm.config import (FORMAT_VERSION, SECTIONS, TEXT_MIN_SNR_FLOOR, TEXT_MIN_SNR_GAMMA, DataConfig, RunConfig,
-                         check_value, read_config_file, with_format_defaults)
+from ddpm.config import (FORMAT_VERSION, SECTIONS, TEXT_LR_SCALE, TEXT_MIN_SNR_FLOOR, TEXT_MIN_SNR_GAMMA, DataConfig,
+                         RunConfig, check_value, read_config_file, with_format_defaults)
 from ddpm.data.shapes_text import SHAPES_TEXT
 from ddpm.data.probe import probe_shape
 from ddpm.presets import PRESETS, preset_fields
@@ -100,6 +101,11 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
             notes.append(f"loss: min-SNR clip(SNR, {d['min_snr_floor']:g}, {d['min_snr_gamma']:g}) for a text model "
                          "(the floor trains the high noise where the caption places things, the low gamma the shapes; "
                          "docs/text.md; --min-snr-floor, --min-snr-gamma to change)")
+    if merged["model"]["cond"] == "text" and "train.lr" not in given:
+        preset_lr = merged["train"]["lr"]  # the preset's (a preset sets every run's lr)
+        merged["train"]["lr"] = TEXT_LR_SCALE * preset_lr
+        notes.append(f"lr: {merged['train']['lr']:g} for a text model ({TEXT_LR_SCALE:g} x the preset's {preset_lr:g}: "
+                     "fewer runs miss their shapes; docs/text.md; --lr to change)")
     try:
         config = RunConfig.from_dict(merged)
     except ValueError as e:

@@ -20,6 +20,7 @@ from ddpm.config import (
     PRECISIONS,
     PREDICTIONS,
     SCHEDULES,
+    TEXT_LR_SCALE,
     TEXT_MIN_SNR_FLOOR,
     TEXT_MIN_SNR_GAMMA,
     DataConfig,
@@ -122,7 +123,8 @@ TRAIN_FLAGS: list[Flag] = [
     _f("--batch-size", "train.batch_size", "images per micro-batch and rank (default: the preset's)", whole),
     _f("--grad-accum", "train.grad_accum", "micro-batches per optimiser step: the global batch is batch size x ranks x "
        f"this (default: {_T.grad_accum})", whole),
-    _f("--lr", "train.lr", "peak learning rate, AdamW (default: the preset's)", number),
+    _f("--lr", "train.lr", f"peak learning rate, AdamW (default: the preset's; {TEXT_LR_SCALE:g} x that for text "
+       "models)", number),
     _f("--warmup", "train.warmup_steps", "linear LR warm-up steps (default: 5%% of the steps, at most 1,000)", whole),
     _f("--lr-schedule", "train.lr_schedule", f"LR after warm-up (default: {_T.lr_schedule}: decays to 0)",
        choices=LR_SCHEDULES),
