@@ -77,18 +77,16 @@ def policies(sigmas: tuple[float, ...] = SIGMAS, fixed: tuple[float, ...] = FIXE
 
 
 def make_config(recipe: str, steps: int, seed: int) -> RunConfig:
-    config = text_demo_config(steps) if recipe == "text" else demo_config(steps)
+    config = text_demo_config(steps) if recipe == "text" else demo_config(steps)  # text: as `ddpm train` resolves it
     config.train.seed = seed
-    if recipe == "text":
-        pass  # as `ddpm train` resolves it, power EMA at ema_rel_std 0.10
-    elif recipe == "demo":
+    if recipe == "demo":
         config.train.ema_decay = None  # the power EMA at config.train.ema_rel_std
         config.train.ema_rel_std = 0.10
     elif recipe == "old":
         for section, values in LEGACY_DEFAULTS[1].items():
             for key, value in values.items():
                 setattr(getattr(config, section), key, value)
-    else:
+    elif recipe != "text":
         raise ValueError(recipe)
     config.validate()
     return config

@@ -90,8 +90,8 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
         if table.get(PRESET_KEY):
             _merge(merged, preset_fields(table[PRESET_KEY], size))
         _merge(merged, {k: v for k, v in table.items() if k not in (PRESET_KEY, "format_version")})
-    text_v = merged["model"]["cond"] == "text" and merged["diffusion"]["prediction"] == "v"
-    if text_v and merged["diffusion"]["loss_weighting"] == "min-snr":
+    text = merged["model"]["cond"] == "text"
+    if text and merged["diffusion"]["prediction"] == "v" and merged["diffusion"]["loss_weighting"] == "min-snr":
         text_loss = {"min_snr_floor": TEXT_MIN_SNR_FLOOR,  # where a text model places what it draws
                      "min_snr_gamma": TEXT_MIN_SNR_GAMMA}  # less weight on fine detail: the shapes come sooner
         chosen = {k: v for k, v in text_loss.items() if f"diffusion.{k}" not in given}
@@ -101,7 +101,7 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
             notes.append(f"loss: min-SNR clip(SNR, {d['min_snr_floor']:g}, {d['min_snr_gamma']:g}) for a text model "
                          "(the floor trains the high noise where the caption places things, the low gamma the shapes; "
                          "docs/text.md; --min-snr-floor, --min-snr-gamma to change)")
-    if merged["model"]["cond"] == "text" and "train.lr" not in given:
+    if text and "train.lr" not in given:
         preset_lr = merged["train"]["lr"]  # the preset's (a preset sets every run's lr)
         merged["train"]["lr"] = TEXT_LR_SCALE * preset_lr
         notes.append(f"lr: {merged['train']['lr']:g} for a text model ({TEXT_LR_SCALE:g} x the preset's {preset_lr:g}: "
