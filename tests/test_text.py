@@ -353,6 +353,23 @@ def test_eval_of_a_text_model_checks_its_colour_words(text_run):
     assert any(name.startswith("colour words (4 captions") for name, _ in eval_numbers(result))
 
 
+def test_ddpm_train_ends_with_a_sample_command_that_asks_a_text_model_for_its_own_caption(tmp_path, capsys):
+    """The closing hint of `ddpm train` prompts a text model with its first training caption, not a folder's name
+    (an emoji model's "activities" is no caption of it); class models keep their first class (test_hardening)."""
+    import shlex
+
+    from ddpm.cli import main
+
+    data = colour_dataset(tmp_path / "squares")
+    assert main(["train", "--data", str(data), "--cond", "text", "--out", str(tmp_path / "run"), "--cache-dir",
+                 str(tmp_path / "cache"), "--image-size", "8", "--min-size", "4", "--base-channels", "8",
+                 "--channel-mults", "1,2", "--num-res-blocks", "1", "--attention-resolutions", "4", "--timesteps",
+                 "50", "--steps", "2", "--batch-size", "4", "--quiet", "--precision", "fp32", "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert shlex.split(last) == ["sample", "from", "it:", "ddpm", "sample", "--checkpoint", str(tmp_path / "run"),
+                                 "a red square", "-n", "8"]
+
+
 @pytest.mark.slow
 def test_text_cli_writes_png_metadata_and_caches_embeddings(text_run, tmp_path, capsys, monkeypatch):
     from ddpm.cli import main

@@ -50,7 +50,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     import shlex
 
-    prompt = "" if run.conditioning == "none" else f" {shlex.quote(run.class_names[0])}"  # a shell reads it back
+    prompt = ""
+    if run.conditioning != "none":  # a text model: its first caption (a folder name may be no caption); else a class
+        prompt = f" {shlex.quote(run.run_captions()[0] if run.conditioning == 'text' else run.class_names[0])}"
     print(f"run directory: {_shown(args.out)}")
     print(f"sample from it: ddpm sample --checkpoint {shlex.quote(_shown(args.out))}{prompt} -n 8")
 
