@@ -71,3 +71,18 @@ def test_refuses_a_missing_tarball_and_a_full_folder(tmp_path, capsys):
     (tmp_path / "bad.tgz").write_bytes(b"not a tarball")
     with pytest.raises(UserError, match="not an emoji-datasource-twitter package"):
         prepare.prepare(tmp_path / "bad.tgz", tmp_path / "out2")
+
+
+def test_categories_keeps_only_the_named_ones_and_refuses_an_unknown_one_before_writing(tmp_path, capsys):
+    tgz = _tarball(tmp_path / "t.tgz")
+    out = tmp_path / "sub"
+    assert prepare.main([str(tgz), str(out), "--categories", "smileys_and_emotion"]) == 0
+    lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [x["file_name"] for x in lines] == ["smileys_and_emotion/1f600.png", "smileys_and_emotion/2764-fe0f.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["ATTRIBUTION.txt", "metadata.jsonl", "smileys_and_emotion"]
+    assert scan_folder(out).class_names == ["smileys_and_emotion"]
+    capsys.readouterr()
+    assert prepare.main([str(tgz), str(tmp_path / "bad"), "--categories", "symbols", "animals"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown --categories animals;" in err and "animals_and_nature" in err
+    assert not (tmp_path / "bad").exists()
