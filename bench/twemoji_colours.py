@@ -3,7 +3,9 @@ draw "<colour> heart", "<colour> circle" and "<colour> square" in that colour, f
 blue and purple?
 
     .venv/bin/python bench/twemoji_colours.py RUN [--n 8 --sampler ddim --steps 20 --guidance W --seed 0]
-(--guidance: the model's default, 7 for a text model, unless given)
+(--guidance: the model's default, 7 for a text model, unless given; --objects diamond triangle asks
+for other objects: Twemoji's diamonds are orange and blue only, its triangles red, so the other colours are
+compositions the model never saw)
 
 Image j of prompt i starts from its own noise (seed, i * n + j), so the 18 x n images are independent draws
 (`TrainedModel.sample_each`); `--noise shared` starts image j of every prompt from the same noise (seed, j), as
@@ -44,6 +46,8 @@ def main() -> None:
     ap.add_argument("--noise", choices=("own", "shared"), default="own",
                     help="own: every image its own starting noise; shared: image j of every prompt the same one")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--objects", nargs="+", default=list(OBJECTS), metavar="WORDS",
+                    help=f"the objects to colour (default: {' '.join(OBJECTS)})")
     ap.add_argument("--grid", default="", help="also write the images as a PNG grid (a row per prompt)")
     args = ap.parse_args()
     if args.threads:
@@ -51,7 +55,8 @@ def main() -> None:
     run = load_run(args.run)
     args.guidance = SamplingConfig(guidance=args.guidance).guidance_for(run.conditioning)
     captions = {c.lower() for c in run.run_captions()}
-    prompts = [f"{c} {o}" for c in COLOURS for o in OBJECTS]
+    objects = args.objects
+    prompts = [f"{c} {o}" for c in COLOURS for o in objects]
     start = time.perf_counter()
     options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                "batch_size": 100}
@@ -64,9 +69,9 @@ def main() -> None:
     hits = {p: sum(hue_word(images[i, j]) == p.split()[0] for j in range(args.n)) for i, p in enumerate(prompts)}
     print(f"{args.run}  step {run.step}  {args.sampler} {args.steps} steps, guidance {args.guidance}, "
           f"{args.n} images a prompt, {args.noise} noise ({seconds:.0f} s); * = a caption of the run word for word")
-    print("| colour | " + " | ".join(OBJECTS) + " |\n|" + " --- |" * (len(OBJECTS) + 1))
+    print("| colour | " + " | ".join(objects) + " |\n|" + " --- |" * (len(objects) + 1))
     for c in COLOURS:
-        cells = [f"{hits[f'{c} {o}']}/{args.n}{'*' if f'{c} {o}' in captions else ''}" for o in OBJECTS]
+        cells = [f"{hits[f'{c} {o}']}/{args.n}{'*' if f'{c} {o}' in captions else ''}" for o in objects]
         print(f"| {c} | " + " | ".join(cells) + " |")
     accuracy = sum(hits.values()) / (len(prompts) * args.n)
     print(f"colour words right: {accuracy:.1%} of {len(prompts) * args.n} images")
