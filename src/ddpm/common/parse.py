@@ -15,12 +15,14 @@ from typing import Any
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the whole numbers a tensor, a seed or a step can hold
 _WHOLE = re.compile(r"-?[0-9]{1,19}")
 _REAL = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,6})?")
+_SPACE = " \t\n\r\f\v"  # ASCII white space: str.strip() alone also strips "\x1c".."\x1f", which int() refuses
 
 
 def ascii_integer(text: str) -> int | None:
-    """The integer `text` spells (surrounding spaces ignored, an optional minus, ASCII digits) when it fits in int64,
-    else None. Unicode digits and digit strings too long for any index, step or seed here are not numbers."""
-    match = _WHOLE.fullmatch(text.strip())
+    """The integer `text` spells (surrounding ASCII white space ignored, an optional minus, ASCII digits) when it
+    fits in int64, else None. Unicode digits and digit strings too long for any index, step or seed here are not
+    numbers."""
+    match = _WHOLE.fullmatch(text.strip(_SPACE))
     value = int(match.group()) if match else None
     return value if value is not None and INT64_MIN <= value <= INT64_MAX else None
 
@@ -29,7 +31,7 @@ def ascii_real(text: str) -> float | None:
     """The number `text` spells in ASCII decimal notation (sign, digits, point, exponent: "0.5", "-3", "1e-4"), else
     None: "nan", "inf" and Unicode digits are not numbers here. A value too large for a float reads as inf, which
     every check of a finite number refuses."""
-    match = _REAL.fullmatch(text.strip())
+    match = _REAL.fullmatch(text.strip(_SPACE))
     return float(match.group()) if match else None
 
 
