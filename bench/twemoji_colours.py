@@ -4,8 +4,8 @@ blue and purple?
 
     .venv/bin/python bench/twemoji_colours.py RUN [--n 8 --sampler ddim --steps 20 --guidance W --seed 0]
 (--guidance: the model's default, 7 for a text model, unless given; --objects diamond triangle asks
-for other objects: Twemoji's diamonds are orange and blue only, its triangles red, so the other colours are
-compositions the model never saw)
+for other objects: Twemoji's diamonds are orange and blue only, and the only triangles it names by a colour are
+red, so the other colours are compositions the model never saw)
 
 Image j of prompt i starts from its own noise (seed, i * n + j), so the 18 x n images are independent draws
 (`TrainedModel.sample_each`); `--noise shared` starts image j of every prompt from the same noise (seed, j), as
@@ -55,8 +55,7 @@ def main() -> None:
     run = load_run(args.run)
     args.guidance = SamplingConfig(guidance=args.guidance).guidance_for(run.conditioning)
     captions = {c.lower() for c in run.run_captions()}
-    objects = args.objects
-    prompts = [f"{c} {o}" for c in COLOURS for o in objects]
+    prompts = [f"{c} {o}" for c in COLOURS for o in args.objects]
     start = time.perf_counter()
     options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                "batch_size": 100}
@@ -69,9 +68,9 @@ def main() -> None:
     hits = {p: sum(hue_word(images[i, j]) == p.split()[0] for j in range(args.n)) for i, p in enumerate(prompts)}
     print(f"{args.run}  step {run.step}  {args.sampler} {args.steps} steps, guidance {args.guidance}, "
           f"{args.n} images a prompt, {args.noise} noise ({seconds:.0f} s); * = a caption of the run word for word")
-    print("| colour | " + " | ".join(objects) + " |\n|" + " --- |" * (len(objects) + 1))
+    print("| colour | " + " | ".join(args.objects) + " |\n|" + " --- |" * (len(args.objects) + 1))
     for c in COLOURS:
-        cells = [f"{hits[f'{c} {o}']}/{args.n}{'*' if f'{c} {o}' in captions else ''}" for o in objects]
+        cells = [f"{hits[f'{c} {o}']}/{args.n}{'*' if f'{c} {o}' in captions else ''}" for o in args.objects]
         print(f"| {c} | " + " | ".join(cells) + " |")
     accuracy = sum(hits.values()) / (len(prompts) * args.n)
     print(f"colour words right: {accuracy:.1%} of {len(prompts) * args.n} images")

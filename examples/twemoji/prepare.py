@@ -12,7 +12,8 @@ and without the five skin-tone swatches of the Component category), OUT/metadata
 categories are the classes (`smileys_and_emotion`, `animals_and_nature`, ...), so `ddpm classifier train` learns
 them. `--categories` keeps only the named ones (their folder names): the hearts are in smileys_and_emotion, the
 large circles and squares in symbols, so these two (393 emoji) show each of those five times as often as the
-full set does: in 4,000 steps a tiny text model learns their colour words (docs/text.md). Nothing is downloaded here and no image is committed to this repository: the tarball is the input.
+full set does: in 4,000 steps a tiny text model learns their colour words (docs/text.md). Nothing is downloaded
+here and no image is committed to this repository: the tarball is the input.
 """
 
 from __future__ import annotations
